@@ -1,0 +1,5 @@
+"""`python -m trustcard` runs the CLI."""
+
+from trustcard.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The HTTP API: app factory, routes per resource, dependencies, error handlers."""

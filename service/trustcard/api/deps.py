@@ -1,0 +1,17 @@
+"""FastAPI dependencies as Annotated aliases, so route signatures read like prose."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from trustcard.api.resources import ApiResources
+
+
+def get_resources(request: Request) -> ApiResources:
+    resources: ApiResources = request.app.state.resources
+    return resources
+
+
+ResourcesDep = Annotated[ApiResources, Depends(get_resources)]

@@ -1,0 +1,56 @@
+"""FastAPI app factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from trustcard import __version__
+from trustcard.api.errors import install_error_handlers
+from trustcard.api.resources import open_resources
+from trustcard.api.routes import health, tasks, test_tasks
+from trustcard.celery_app import create_celery_app
+from trustcard.config import Settings, get_settings, redact_url
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Queue TrustCard analyses as Celery tasks on Redis and follow them.
+
+Interactive docs (/docs, /redoc) load their JavaScript from a CDN; offline, read /openapi.json."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API; connections open in the lifespan, so building is cheap and side-effect free."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resources = open_resources(settings, create_celery_app(settings))
+        app.state.resources = resources
+        log.info(
+            "trustcard API %s: broker %s, result backend %s, test endpoints %s",
+            __version__,
+            redact_url(settings.REDIS_URL),
+            redact_url(settings.result_backend_url),
+            "on" if settings.ENABLE_TEST_ENDPOINTS else "off",
+        )
+        try:
+            yield
+        finally:
+            await resources.aclose()
+
+    app = FastAPI(
+        title="TrustCard task service",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    if settings.ENABLE_TEST_ENDPOINTS:
+        app.include_router(test_tasks.router)
+    app.include_router(tasks.router)
+    return app

@@ -1,0 +1,67 @@
+"""Liveness and dependency health: /health, /health/live, /health/ready."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+
+from trustcard import __version__
+from trustcard.api.deps import ResourcesDep
+from trustcard.api.schemas import DependencyHealth, Health
+from trustcard.api.task_queue import UNREACHABLE
+from trustcard.config import redact_url
+
+router = APIRouter(tags=["health"])
+
+
+async def _ping(client: Redis, url: str, timeout: float) -> DependencyHealth:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            await client.ping()
+    except TimeoutError:
+        return DependencyHealth(ok=False, url=redact_url(url), error=f"no answer within {timeout:g} s")
+    except UNREACHABLE as exc:
+        return DependencyHealth(ok=False, url=redact_url(url), error=f"{type(exc).__name__}: {exc}")
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    return DependencyHealth(ok=True, url=redact_url(url), latency_ms=latency)
+
+
+async def _health(res: ResourcesDep) -> JSONResponse:
+    settings = res.settings
+    broker, backend = await asyncio.gather(
+        _ping(res.broker, settings.REDIS_URL, settings.REDIS_TIMEOUT_SECONDS),
+        _ping(res.backend, settings.result_backend_url, settings.REDIS_TIMEOUT_SECONDS),
+    )
+    healthy = broker.ok and backend.ok
+    body = Health(
+        status="ok" if healthy else "degraded",
+        version=__version__,
+        dependencies={"broker": broker, "result_backend": backend},
+    )
+    return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())
+
+
+HEALTH_RESPONSES = {503: {"model": Health, "description": "A dependency is down (named in the body)"}}
+
+
+@router.get("/health", response_model=Health, responses=HEALTH_RESPONSES)
+async def health(res: ResourcesDep) -> JSONResponse:
+    """The process answers, plus the state of the Redis broker and result backend."""
+    return await _health(res)
+
+
+@router.get("/health/ready", response_model=Health, responses=HEALTH_RESPONSES)
+async def readiness(res: ResourcesDep) -> JSONResponse:
+    """Readiness probe: 200 only while broker and backend answer."""
+    return await _health(res)
+
+
+@router.get("/health/live")
+async def liveness() -> dict[str, str]:
+    """Liveness probe: the process serves requests (a Redis outage must not restart the API)."""
+    return {"status": "alive"}

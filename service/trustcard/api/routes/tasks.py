@@ -1,0 +1,79 @@
+"""Task status, listing and cancellation: /tasks/..."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path
+
+from trustcard.api import task_queue
+from trustcard.api.deps import ResourcesDep
+from trustcard.api.schemas import ActiveTasks, ErrorBody, TaskCancelled, TaskState
+from trustcard.task_status import TaskView
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+TaskIdPath = Annotated[uuid.UUID, Path(description="The id returned at submission")]
+NOT_FOUND = {404: {"model": ErrorBody, "description": "No task with this id was issued"}}
+UNAVAILABLE = {503: {"model": ErrorBody, "description": "Redis (broker or backend) is down"}}
+
+
+def _not_found(task_id: str) -> HTTPException:
+    return HTTPException(
+        status_code=404,
+        detail=f"task {task_id} was not issued by this service, or its record has expired",
+    )
+
+
+async def _view_or_404(res: ResourcesDep, task_id: uuid.UUID) -> TaskView:
+    view = await task_queue.lookup(res, str(task_id))
+    if view is None:
+        raise _not_found(str(task_id))
+    return view
+
+
+@router.get("/", response_model=ActiveTasks, responses=UNAVAILABLE)
+async def list_active_tasks(res: ResourcesDep) -> ActiveTasks:
+    """Tasks the live workers are running now, per worker (answers within ~1.5 s)."""
+    active = await task_queue.active_tasks(res)
+    return ActiveTasks(active_tasks=active, count=sum(len(tasks) for tasks in active.values()))
+
+
+@router.get("/{task_id}", response_model=TaskState, responses={**NOT_FOUND, **UNAVAILABLE})
+async def get_task(task_id: TaskIdPath, res: ResourcesDep) -> TaskState:
+    """Status, result or error, and progress of a submitted task."""
+    view = await _view_or_404(res, task_id)
+    return TaskState(
+        task_id=view.task_id,
+        status=view.status,
+        result=view.result,
+        error=view.error,
+        task_name=view.name,
+        progress=view.progress,
+        submitted_at=view.submitted_at,
+        finished_at=view.finished_at,
+        cancelled_at=view.cancelled_at,
+    )
+
+
+@router.delete(
+    "/{task_id}",
+    response_model=TaskCancelled,
+    responses={**NOT_FOUND, **UNAVAILABLE, 409: {"model": ErrorBody, "description": "Already finished"}},
+)
+async def cancel_task(task_id: TaskIdPath, res: ResourcesDep) -> TaskCancelled:
+    """Cancel a queued task (it never runs) or stop a running one."""
+    view = await _view_or_404(res, task_id)
+    if view.status.finished:
+        raise HTTPException(
+            status_code=409,
+            detail=f"task {view.task_id} is already {view.status.value}; nothing to cancel",
+        )
+    await task_queue.cancel(res, view)
+    was = "running" if view.status.value == "processing" else "queued"
+    return TaskCancelled(
+        task_id=view.task_id,
+        cancelled=True,
+        message=f"Task cancellation requested (task was {was})",
+    )

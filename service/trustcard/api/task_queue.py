@@ -1,0 +1,155 @@
+"""What the task routes do: submit, look up, cancel and list tasks without blocking the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
+from trustcard.api.errors import DependencyUnavailable
+from trustcard.api.resources import ApiResources
+from trustcard.config import redact_url
+from trustcard.task_registry import (
+    TaskRecord,
+    forget_record,
+    load_with_meta,
+    save_cancellation,
+    save_record,
+)
+from trustcard.task_status import TaskView, build_view
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Errors that mean "Redis did not answer": redis-py's, kombu's (OSError subclasses) and timeouts.
+UNREACHABLE = (RedisError, OSError, TimeoutError, ConnectionError)
+
+
+async def _guarded(
+    dependency: str, url: str, timeout: float, call: Callable[[], Awaitable[T]]
+) -> T:
+    """Run `call` within `timeout`; any connection failure becomes DependencyUnavailable."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await call()
+    except TimeoutError:
+        raise DependencyUnavailable(
+            dependency, f"no answer from {redact_url(url)} within {timeout:g} s", timed_out=True
+        ) from None
+    except UNREACHABLE as exc:
+        raise DependencyUnavailable(
+            dependency, f"{redact_url(url)}: {type(exc).__name__}: {exc}"
+        ) from None
+    except Exception as exc:
+        # kombu wraps transport errors in its own types (OperationalError and friends).
+        if type(exc).__module__.startswith(("kombu", "celery", "redis")):
+            raise DependencyUnavailable(
+                dependency, f"{redact_url(url)}: {type(exc).__name__}: {exc}"
+            ) from None
+        raise
+
+
+async def submit(
+    res: ApiResources, name: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None
+) -> TaskRecord:
+    """Record the id, then publish the task on a worker thread (kombu's publish is blocking)."""
+    settings = res.settings
+    record = TaskRecord.new(str(uuid.uuid4()), name)
+    await _guarded(
+        "result backend",
+        settings.result_backend_url,
+        settings.REDIS_TIMEOUT_SECONDS,
+        lambda: save_record(res.backend, record, settings.RESULT_EXPIRES),
+    )
+
+    def publish() -> None:
+        res.celery.send_task(name, args=args, kwargs=kwargs, task_id=record.task_id)
+
+    try:
+        await _guarded(
+            "broker",
+            settings.REDIS_URL,
+            settings.REDIS_TIMEOUT_SECONDS,
+            lambda: run_in_threadpool(publish),
+        )
+    except DependencyUnavailable as exc:
+        if not exc.timed_out:
+            # The publish definitely failed: the id must not look issued.
+            await _forget_quietly(res, record.task_id)
+        raise
+    return record
+
+
+async def _forget_quietly(res: ApiResources, task_id: str) -> None:
+    try:
+        async with asyncio.timeout(res.settings.REDIS_TIMEOUT_SECONDS):
+            await forget_record(res.backend, task_id)
+    except (*UNREACHABLE, TimeoutError):
+        log.warning("could not drop the record of unpublished task %s", task_id)
+
+
+async def lookup(res: ApiResources, task_id: str) -> TaskView | None:
+    """The task's current view, or None if this service never issued the id (or it expired)."""
+    backend = res.celery.backend
+    meta_key = backend.get_key_for_task(task_id).decode()
+    settings = res.settings
+    record, raw_meta = await _guarded(
+        "result backend",
+        settings.result_backend_url,
+        settings.REDIS_TIMEOUT_SECONDS,
+        lambda: load_with_meta(res.backend, task_id, meta_key),
+    )
+    if record is None:
+        return None
+    meta = _decode_meta(backend, task_id, raw_meta)
+    return build_view(record, meta)
+
+
+def _decode_meta(backend: Any, task_id: str, raw: bytes | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        meta: dict[str, Any] = backend.decode_result(raw)
+    except Exception as exc:  # a result we cannot read must not turn into a 500
+        log.warning("unreadable result meta for %s: %s", task_id, exc)
+        return {"status": "FAILURE", "result": f"unreadable result: {type(exc).__name__}"}
+    return meta
+
+
+async def cancel(res: ApiResources, view: TaskView) -> None:
+    """Mark the task cancelled (for workers started later) and broadcast a revoke to live ones."""
+    settings = res.settings
+    record = TaskRecord(view.task_id, view.name, view.submitted_at or "").cancelled()
+    await _guarded(
+        "result backend",
+        settings.result_backend_url,
+        settings.REDIS_TIMEOUT_SECONDS,
+        lambda: save_cancellation(res.backend, record, settings.RESULT_EXPIRES),
+    )
+
+    def revoke() -> None:
+        # terminate=True: a running task's pool process gets SIGTERM; a queued one is skipped.
+        res.celery.control.revoke(view.task_id, terminate=True, signal="SIGTERM")
+
+    await _guarded(
+        "broker", settings.REDIS_URL, settings.REDIS_TIMEOUT_SECONDS, lambda: run_in_threadpool(revoke)
+    )
+
+
+async def active_tasks(res: ApiResources) -> dict[str, list[dict[str, Any]]]:
+    """Ask live workers what they run; an empty dict when none answers within the timeout."""
+    settings = res.settings
+    wait = settings.INSPECT_TIMEOUT_SECONDS
+
+    def inspect() -> dict[str, list[dict[str, Any]]]:
+        replies = res.celery.control.inspect(timeout=wait).active()
+        return dict(replies or {})
+
+    return await _guarded(
+        "broker", settings.REDIS_URL, wait + settings.REDIS_TIMEOUT_SECONDS, lambda: run_in_threadpool(inspect)
+    )

@@ -1,0 +1,94 @@
+"""The Celery app `trustcard`: broker/backend, routes, limits and reliability settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from trustcard.config import Settings, get_settings
+
+QUEUE = "analysis"
+TASK_MODULES = ["trustcard.tasks.test_tasks"]
+# Our backend subclass (see celery_backend.py), selected by Celery's `<class>+<url>` form.
+BACKEND_CLASS = "trustcard.celery_backend:TrustcardRedisBackend"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings derived from our Settings; every line says why it is set."""
+    socket_options = {
+        # Fail fast instead of hanging when Redis is unreachable (API answers 503 quickly).
+        "socket_connect_timeout": 2,
+        # A half-open connection must not block a publish forever; > kombu's 1 s BRPOP timeout.
+        "socket_timeout": 5,
+    }
+    return {
+        "broker_url": settings.REDIS_URL,
+        "result_backend": f"{BACKEND_CLASS}+{settings.result_backend_url}",
+        # Seed contract: every task family runs on the one `analysis` queue.
+        "task_routes": {"analysis.*": {"queue": QUEUE}, "test.*": {"queue": QUEUE}},
+        # Tasks sent by name without a route (plain clients) land where workers listen.
+        "task_default_queue": QUEUE,
+        # Seed contract: 5 min hard limit kills a stuck task; 4 min soft limit lets it clean up.
+        "task_time_limit": settings.TASK_TIME_LIMIT,
+        "task_soft_time_limit": settings.TASK_SOFT_TIME_LIMIT,
+        # Seed contract: a pool process reserves one task at a time, so long tasks don't hoard.
+        "worker_prefetch_multiplier": settings.WORKER_PREFETCH_MULTIPLIER,
+        # Seed contract: recycle children to contain leaks in ML libraries (0 disables).
+        "worker_max_tasks_per_child": settings.WORKER_MAX_TASKS_PER_CHILD or None,
+        # None lets Celery use the CPU count; the chart pins it to the pod's CPU request.
+        "worker_concurrency": settings.WORKER_CONCURRENCY,
+        # Ack after the task ends: a worker crash leaves the message in Redis for redelivery.
+        "task_acks_late": True,
+        # If a pool child dies mid-task (OOM, SIGKILL), requeue instead of marking it failed.
+        "task_reject_on_worker_lost": True,
+        # Report STARTED so the API can say `processing` instead of `pending`.
+        "task_track_started": True,
+        # Broker connection behaviour, shared by publishers and consumers.
+        "broker_transport_options": {
+            # Unacked tasks come back after this; above the hard limit or long tasks run twice.
+            "visibility_timeout": settings.BROKER_VISIBILITY_TIMEOUT,
+            **socket_options,
+        },
+        "result_backend_transport_options": {**socket_options},
+        # After a broker reconnect, stop tasks that Redis will redeliver (no parallel duplicates).
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Keep retrying the broker at start-up (Redis may start after us on Kubernetes).
+        "broker_connection_retry_on_startup": True,
+        # Never give up reconnecting: the liveness probe, not Celery, decides to restart.
+        "broker_connection_max_retries": None,
+        # A Redis blip while storing a result retries instead of failing a finished task.
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 10,
+        # Results (and our issued-id records) disappear together after this.
+        "result_expires": settings.RESULT_EXPIRES,
+        # JSON only: plain clients in other languages can send tasks; no pickle from the wire.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        # Publishing must not stall the API for long while Redis is down; it answers 503.
+        "task_publish_retry_policy": {
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
+        "enable_utc": True,
+        # Worker log lines carry the task name and id, so a task can be followed in logs.
+        "worker_task_log_format": (
+            "%(asctime)s %(levelname)s [%(task_name)s(%(task_id)s)] %(message)s"
+        ),
+    }
+
+
+def create_celery_app(settings: Settings | None = None) -> Celery:
+    """Build the Celery app from settings (the module-level app uses the environment)."""
+    app = Celery("trustcard", include=TASK_MODULES)
+    app.conf.update(celery_config(settings or get_settings()))
+    return app
+
+
+celery_app = create_celery_app()
+
+# Connect worker-side signal handlers wherever the app is loaded (worker and API alike).
+from trustcard import worker_signals  # noqa: E402, F401

@@ -1,0 +1,132 @@
+"""One Settings object for the API, the worker and the CLI, read from the environment."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+PositiveSeconds = Annotated[int, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Every tunable of the service; the Helm chart sets these same names from its values."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    REDIS_URL: str = "redis://localhost:6379/0"
+    RESULT_BACKEND_URL: str | None = None
+    DATABASE_URL: str = "sqlite:///./trustcard.db"
+
+    TASK_TIME_LIMIT: PositiveSeconds = 300
+    TASK_SOFT_TIME_LIMIT: PositiveSeconds = 240
+    WORKER_PREFETCH_MULTIPLIER: Annotated[int, Field(ge=1)] = 1
+    WORKER_MAX_TASKS_PER_CHILD: Annotated[int, Field(ge=0)] = 50
+    WORKER_CONCURRENCY: Annotated[int, Field(ge=1)] | None = None
+    # Redelivery delay for a task whose worker died without acking: must exceed the hard limit.
+    BROKER_VISIBILITY_TIMEOUT: PositiveSeconds = 600
+    RESULT_EXPIRES: PositiveSeconds = 86_400
+
+    ENABLE_TEST_ENDPOINTS: bool = True
+
+    # How long the API waits on Redis before answering 503, and on workers for GET /tasks/.
+    REDIS_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=30)] = 1.5
+    INSPECT_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=30)] = 1.0
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("REDIS_URL", "RESULT_BACKEND_URL")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in REDIS_SCHEMES:
+            raise ValueError(f"must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("has no host")
+        try:
+            parts.port  # noqa: B018 - property raises on a malformed port
+        except ValueError as exc:
+            raise ValueError(f"has a malformed port ({exc})") from None
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"database must be a number, got {db!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _limits_consistent(self) -> Self:
+        if self.TASK_SOFT_TIME_LIMIT >= self.TASK_TIME_LIMIT:
+            raise ValueError(
+                f"TASK_SOFT_TIME_LIMIT ({self.TASK_SOFT_TIME_LIMIT}) must be lower than "
+                f"TASK_TIME_LIMIT ({self.TASK_TIME_LIMIT})"
+            )
+        if self.BROKER_VISIBILITY_TIMEOUT <= self.TASK_TIME_LIMIT:
+            raise ValueError(
+                f"BROKER_VISIBILITY_TIMEOUT ({self.BROKER_VISIBILITY_TIMEOUT}) must exceed "
+                f"TASK_TIME_LIMIT ({self.TASK_TIME_LIMIT}), or long tasks run twice"
+            )
+        return self
+
+    @property
+    def result_backend_url(self) -> str:
+        """The result backend: RESULT_BACKEND_URL, else the broker's server on database 1."""
+        if self.RESULT_BACKEND_URL:
+            return self.RESULT_BACKEND_URL
+        parts = urlsplit(self.REDIS_URL)
+        if parts.scheme == "unix":
+            return f"{self.REDIS_URL.split('?', 1)[0]}?db=1"
+        return urlunsplit(parts._replace(path="/1"))
+
+
+class ConfigError(Exception):
+    """Configuration that cannot start the service; the message is one readable line."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Turn pydantic's multi-line report into one line naming each bad variable."""
+    problems = []
+    for item in error.errors():
+        name = ".".join(str(part) for part in item["loc"]) or "configuration"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if item["loc"] else message)
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def load_settings() -> Settings:
+    """Read the environment; raise ConfigError with one line on bad values."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a connection URL before it reaches a log or a response."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def env_for_children(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process (worker, API) see the same settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[name] = str(value)
+    return env

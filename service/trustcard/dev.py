@@ -1,0 +1,123 @@
+"""`trustcard dev`: embedded Redis + worker + API as child processes, stopped together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from trustcard.local_redis import RedisServer, port_in_use
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class PortTaken(Exception):
+    """The API port is already in use (another `trustcard dev`, or something else)."""
+
+
+@dataclass
+class DevStack:
+    host: str
+    port: int
+    data_dir: Path
+    concurrency: int
+    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    stopping: bool = False
+
+    def run(self) -> int:
+        if port_in_use(self.host, self.port):
+            raise PortTaken(
+                f"port {self.port} on {self.host} is taken (another `trustcard dev`?); "
+                "stop it or pass --port"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        redis = RedisServer(data_dir=self.data_dir / "redis")
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._request_stop)
+        try:
+            redis.start()
+            env = self._child_env(redis)
+            self._spawn("worker", ["worker", "--concurrency", str(self.concurrency)], env)
+            self._spawn("api", ["api", "--host", self.host, "--port", str(self.port)], env)
+            if self._wait_api_ready():
+                self._banner(redis)
+            return self._supervise()
+        finally:
+            self._stop_children()
+            redis.stop()
+            print("trustcard dev: stopped API, worker and Redis", flush=True)
+
+    def _child_env(self, redis: RedisServer) -> dict[str, str]:
+        env = dict(os.environ)
+        env["REDIS_URL"] = redis.url(0)
+        env["RESULT_BACKEND_URL"] = redis.url(1)
+        env.setdefault("DATABASE_URL", f"sqlite:///{(self.data_dir / 'trustcard.db').resolve()}")
+        env.setdefault("ENABLE_TEST_ENDPOINTS", "true")
+        return env
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        # Own session: Ctrl-C reaches only us, and we stop children in order (API, worker, Redis).
+        self.children[name] = subprocess.Popen(
+            [sys.executable, "-m", "trustcard", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def _wait_api_ready(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        url = f"http://{self.host}:{self.port}/health/live"
+        while not self.stopping and time.monotonic() < deadline:
+            if any(child.poll() is not None for child in self.children.values()):
+                return False
+            try:
+                if httpx.get(url, timeout=0.5).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        return False
+
+    def _banner(self, redis: RedisServer) -> None:
+        base = f"http://{self.host}:{self.port}"
+        print(
+            "\ntrustcard dev is up:\n"
+            f"  API        {base}  (health {base}/health, OpenAPI {base}/openapi.json)\n"
+            f"  Redis      {redis.url(0)} (broker), {redis.url(1)} (results), data in {redis.data_dir}\n"
+            f"  worker     queue analysis, {self.concurrency} processes\n"
+            f"  try        curl -X POST '{base}/tasks/test/add?x=5&y=3'\n"
+            "  stop       Ctrl-C\n",
+            flush=True,
+        )
+
+    def _supervise(self) -> int:
+        while not self.stopping:
+            for name, child in self.children.items():
+                if child.poll() is not None:
+                    print(f"trustcard dev: {name} exited with {child.returncode}; stopping", flush=True)
+                    return 1
+            time.sleep(0.2)
+        return 0
+
+    def _stop_children(self, timeout: float = 15.0) -> None:
+        for name in ("api", "worker"):
+            child = self.children.get(name)
+            if child is None or child.poll() is not None:
+                continue
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                print(f"trustcard dev: {name} did not stop in {timeout:g} s; killing it", flush=True)
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()

@@ -1,0 +1,1 @@
+"""Celery task modules; each stays thin and calls plain functions."""

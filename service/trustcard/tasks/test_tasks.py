@@ -1,0 +1,50 @@
+"""test.* tasks: the seed guide's smoke tests for the queue (add, sleep, long_task)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from celery import Task
+
+from trustcard.celery_app import celery_app
+from trustcard.progress import Progress, run_simulated_stages
+from trustcard.task_status import PROGRESS_STATE
+from trustcard.tasks.limits import DEFAULT_STAGE_SECONDS, MAX_SLEEP_SECONDS, MAX_STAGE_SECONDS
+
+
+def _require_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+
+
+@celery_app.task(name="test.add")
+def add(x: int, y: int) -> int | float:
+    """Add two numbers."""
+    _require_number("x", x)
+    _require_number("y", y)
+    return x + y
+
+
+@celery_app.task(name="test.sleep")
+def sleep(seconds: float) -> dict[str, float]:
+    """Sleep for 0..60 seconds and report how long it slept."""
+    _require_number("seconds", seconds)
+    if not 0 <= seconds <= MAX_SLEEP_SECONDS:
+        raise ValueError(f"seconds must be between 0 and {MAX_SLEEP_SECONDS}, got {seconds}")
+    start = time.monotonic()
+    time.sleep(seconds)
+    return {"slept_seconds": round(time.monotonic() - start, 3)}
+
+
+@celery_app.task(name="test.long_task", bind=True)
+def long_task(self: Task, stage_seconds: float = DEFAULT_STAGE_SECONDS) -> dict[str, Any]:
+    """Five named stages (~10 s by default) reporting progress as they go."""
+    _require_number("stage_seconds", stage_seconds)
+    if not 0 <= stage_seconds <= MAX_STAGE_SECONDS:
+        raise ValueError(f"stage_seconds must be between 0 and {MAX_STAGE_SECONDS}")
+
+    def report(progress: Progress) -> None:
+        self.update_state(state=PROGRESS_STATE, meta=progress.as_meta())
+
+    return run_simulated_stages(report, stage_seconds)
