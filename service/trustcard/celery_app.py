@@ -7,8 +7,8 @@ from typing import Any
 from celery import Celery
 
 from trustcard.config import Settings, get_settings
+from trustcard.names import APP_NAME, QUEUE
 
-QUEUE = "analysis"
 TASK_MODULES = ["trustcard.tasks.test_tasks"]
 # Our backend subclass (see celery_backend.py), selected by Celery's `<class>+<url>` form.
 BACKEND_CLASS = "trustcard.celery_backend:TrustcardRedisBackend"
@@ -83,7 +83,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
     """Build the Celery app from settings (the module-level app uses the environment)."""
-    app = Celery("trustcard", include=TASK_MODULES)
+    app = Celery(APP_NAME, include=TASK_MODULES)
     app.conf.update(celery_config(settings or get_settings()))
     return app
 

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from trustcard.celery_app import QUEUE
 from trustcard.config import ConfigError, Settings, get_settings
+from trustcard.names import QUEUE
 
 cli = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__
@@ -48,12 +48,18 @@ def api(
 def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
     """The Celery worker command line; limits and prefetch come from the app's config."""
     return [
-        sys.executable, "-m", "celery",
-        "--app", "trustcard.celery_app:celery_app",
+        sys.executable,
+        "-m",
+        "celery",
+        "--app",
+        "trustcard.celery_app:celery_app",
         "worker",
-        "--queues", QUEUE,
-        "--hostname", "trustcard@%h",
-        "--loglevel", settings.LOG_LEVEL,
+        "--queues",
+        QUEUE,
+        "--hostname",
+        "trustcard@%h",
+        "--loglevel",
+        settings.LOG_LEVEL,
         *extra,
     ]
 
@@ -64,7 +70,7 @@ def worker(ctx: typer.Context) -> None:
     settings = _settings_or_exit()
     argv = worker_argv(settings, list(ctx.args))
     # exec, not a child: on Kubernetes SIGTERM must reach Celery itself for a warm shutdown.
-    os.execv(argv[0], argv)
+    os.execv(argv[0], argv)  # noqa: S606 - argv is built here, no shell involved
 
 
 @cli.command()

@@ -47,7 +47,9 @@ class Settings(BaseSettings):
             return None
         parts = urlsplit(value)
         if parts.scheme not in REDIS_SCHEMES:
-            raise ValueError(f"must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}")
+            raise ValueError(
+                f"must start with one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"
+            )
         if parts.scheme != "unix" and not parts.hostname:
             raise ValueError("has no host")
         try:

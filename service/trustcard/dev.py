@@ -93,7 +93,8 @@ class DevStack:
         print(
             "\ntrustcard dev is up:\n"
             f"  API        {base}  (health {base}/health, OpenAPI {base}/openapi.json)\n"
-            f"  Redis      {redis.url(0)} (broker), {redis.url(1)} (results), data in {redis.data_dir}\n"
+            f"  Redis      {redis.url(0)} (broker), {redis.url(1)} (results)\n"
+            f"  data       {self.data_dir.resolve()}\n"
             f"  worker     queue analysis, {self.concurrency} processes\n"
             f"  try        curl -X POST '{base}/tasks/test/add?x=5&y=3'\n"
             "  stop       Ctrl-C\n",
@@ -104,7 +105,10 @@ class DevStack:
         while not self.stopping:
             for name, child in self.children.items():
                 if child.poll() is not None:
-                    print(f"trustcard dev: {name} exited with {child.returncode}; stopping", flush=True)
+                    print(
+                        f"trustcard dev: {name} exited with {child.returncode}; stopping",
+                        flush=True,
+                    )
                     return 1
             time.sleep(0.2)
         return 0
@@ -118,6 +122,8 @@ class DevStack:
             try:
                 child.wait(timeout)
             except subprocess.TimeoutExpired:
-                print(f"trustcard dev: {name} did not stop in {timeout:g} s; killing it", flush=True)
+                print(
+                    f"trustcard dev: {name} did not stop in {timeout:g} s; killing it", flush=True
+                )
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()

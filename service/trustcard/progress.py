@@ -52,7 +52,9 @@ def run_simulated_stages(
         )
         stage_start = time.monotonic()
         sleep(stage_seconds)
-        done.append({"stage": stage, "index": index, "seconds": round(time.monotonic() - stage_start, 3)})
+        done.append(
+            {"stage": stage, "index": index, "seconds": round(time.monotonic() - stage_start, 3)}
+        )
     return {
         "stages": done,
         "total_stages": len(stages),

@@ -10,7 +10,10 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
+
+import redis
+import redis.asyncio
 
 RECORD_PREFIX = "trustcard:task:"
 # Sorted set of cancelled ids scored by time; workers load it at start (revokes are in memory).
@@ -50,35 +53,28 @@ def record_key(task_id: str) -> str:
     return RECORD_PREFIX + task_id
 
 
-class AsyncRedis(Protocol):
-    """The subset of redis.asyncio.Redis used here (keeps this module free of client setup)."""
-
-    async def set(self, name: str, value: str, **kwargs: Any) -> Any: ...
-    async def delete(self, *names: str) -> Any: ...
-    async def mget(self, keys: list[str]) -> list[bytes | None]: ...
-    def pipeline(self, transaction: bool = True) -> Any: ...
-
-
-async def save_record(client: AsyncRedis, record: TaskRecord, ttl_seconds: int) -> None:
+async def save_record(client: redis.asyncio.Redis, record: TaskRecord, ttl_seconds: int) -> None:
     """Remember an issued id for as long as its result lives."""
     await client.set(record_key(record.task_id), record.to_json(), ex=ttl_seconds)
 
 
-async def forget_record(client: AsyncRedis, task_id: str) -> None:
+async def forget_record(client: redis.asyncio.Redis, task_id: str) -> None:
     """Drop the record of a submission that never reached the broker."""
     await client.delete(record_key(task_id))
 
 
 async def load_with_meta(
-    client: AsyncRedis, task_id: str, meta_key: str
+    client: redis.asyncio.Redis, task_id: str, meta_key: str
 ) -> tuple[TaskRecord | None, bytes | None]:
     """Read our record and Celery's result meta in one round trip."""
     raw_record, raw_meta = await client.mget([record_key(task_id), meta_key])
     record = TaskRecord.from_json(raw_record) if raw_record is not None else None
-    return record, raw_meta
+    return record, raw_meta if isinstance(raw_meta, bytes) else None
 
 
-async def save_cancellation(client: AsyncRedis, record: TaskRecord, ttl_seconds: int) -> None:
+async def save_cancellation(
+    client: redis.asyncio.Redis, record: TaskRecord, ttl_seconds: int
+) -> None:
     """Mark a record cancelled and list the id for workers that start later."""
     now = time.time()
     async with client.pipeline(transaction=True) as pipe:
@@ -89,11 +85,7 @@ async def save_cancellation(client: AsyncRedis, record: TaskRecord, ttl_seconds:
         await pipe.execute()
 
 
-class SyncRedis(Protocol):
-    def zrangebyscore(self, name: str, min: float | str, max: float | str) -> Any: ...
-
-
-def recent_cancellations(client: SyncRedis, max_age_seconds: int) -> list[str]:
+def recent_cancellations(client: redis.Redis, max_age_seconds: int) -> list[str]:
     """Ids cancelled within max_age_seconds (for a worker that was not up at revoke time)."""
     raw = client.zrangebyscore(CANCELLED_KEY, time.time() - max_age_seconds, "+inf")
     return [item.decode() if isinstance(item, bytes) else str(item) for item in raw]

@@ -78,7 +78,9 @@ def build_view(record: TaskRecord, meta: dict[str, Any] | None) -> TaskView:
         name=record.name,
         status=status,
         result=payload if status is TaskStatus.COMPLETED else None,
-        error=readable_error(payload) if status in {TaskStatus.FAILED, TaskStatus.RETRYING} else None,
+        error=readable_error(payload)
+        if status in {TaskStatus.FAILED, TaskStatus.RETRYING}
+        else None,
         progress=payload if state == PROGRESS_STATE and isinstance(payload, dict) else None,
         submitted_at=record.submitted_at,
         finished_at=_iso(done) if status.finished else None,

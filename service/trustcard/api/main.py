@@ -23,7 +23,7 @@ Interactive docs (/docs, /redoc) load their JavaScript from a CDN; offline, read
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API; connections open in the lifespan, so building is cheap and side-effect free."""
+    """Build the API; connections open in the lifespan, so building has no side effects."""
     settings = settings or get_settings()
 
     @asynccontextmanager

@@ -8,6 +8,9 @@ from pydantic import BaseModel, Field
 
 from trustcard.task_status import TaskStatus
 
+# OpenAPI `responses=` mapping of extra status codes per route.
+Responses = dict[int | str, dict[str, Any]]
+
 
 class TaskSubmitted(BaseModel):
     task_id: str

@@ -31,15 +31,17 @@ UNREACHABLE = (RedisError, OSError, TimeoutError, ConnectionError)
 
 
 async def _guarded(
-    dependency: str, url: str, timeout: float, call: Callable[[], Awaitable[T]]
+    dependency: str, url: str, limit_seconds: float, call: Callable[[], Awaitable[T]]
 ) -> T:
-    """Run `call` within `timeout`; any connection failure becomes DependencyUnavailable."""
+    """Run `call` within `limit_seconds`; any connection failure becomes DependencyUnavailable."""
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit_seconds):
             return await call()
     except TimeoutError:
         raise DependencyUnavailable(
-            dependency, f"no answer from {redact_url(url)} within {timeout:g} s", timed_out=True
+            dependency,
+            f"no answer from {redact_url(url)} within {limit_seconds:g} s",
+            timed_out=True,
         ) from None
     except UNREACHABLE as exc:
         raise DependencyUnavailable(
@@ -55,7 +57,10 @@ async def _guarded(
 
 
 async def submit(
-    res: ApiResources, name: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None
+    res: ApiResources,
+    name: str,
+    args: list[Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
 ) -> TaskRecord:
     """Record the id, then publish the task on a worker thread (kombu's publish is blocking)."""
     settings = res.settings
@@ -137,7 +142,10 @@ async def cancel(res: ApiResources, view: TaskView) -> None:
         res.celery.control.revoke(view.task_id, terminate=True, signal="SIGTERM")
 
     await _guarded(
-        "broker", settings.REDIS_URL, settings.REDIS_TIMEOUT_SECONDS, lambda: run_in_threadpool(revoke)
+        "broker",
+        settings.REDIS_URL,
+        settings.REDIS_TIMEOUT_SECONDS,
+        lambda: run_in_threadpool(revoke),
     )
 
 
@@ -151,5 +159,8 @@ async def active_tasks(res: ApiResources) -> dict[str, list[dict[str, Any]]]:
         return dict(replies or {})
 
     return await _guarded(
-        "broker", settings.REDIS_URL, wait + settings.REDIS_TIMEOUT_SECONDS, lambda: run_in_threadpool(inspect)
+        "broker",
+        settings.REDIS_URL,
+        wait + settings.REDIS_TIMEOUT_SECONDS,
+        lambda: run_in_threadpool(inspect),
     )

@@ -48,3 +48,13 @@ def long_task(self: Task, stage_seconds: float = DEFAULT_STAGE_SECONDS) -> dict[
         self.update_state(state=PROGRESS_STATE, meta=progress.as_meta())
 
     return run_simulated_stages(report, stage_seconds)
+
+
+class DeliberateFailure(RuntimeError):
+    """Raised by test.fail so clients can see what a failed task looks like."""
+
+
+@celery_app.task(name="test.fail")
+def fail(message: str = "deliberate failure") -> None:
+    """Raise on purpose: shows the `failed` status and its readable error."""
+    raise DeliberateFailure(str(message)[:200])

@@ -11,20 +11,22 @@ from redis.asyncio import Redis
 
 from trustcard import __version__
 from trustcard.api.deps import ResourcesDep
-from trustcard.api.schemas import DependencyHealth, Health
+from trustcard.api.schemas import DependencyHealth, Health, Responses
 from trustcard.api.task_queue import UNREACHABLE
 from trustcard.config import redact_url
 
 router = APIRouter(tags=["health"])
 
 
-async def _ping(client: Redis, url: str, timeout: float) -> DependencyHealth:
+async def _ping(client: Redis, url: str, limit_seconds: float) -> DependencyHealth:
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit_seconds):
             await client.ping()
     except TimeoutError:
-        return DependencyHealth(ok=False, url=redact_url(url), error=f"no answer within {timeout:g} s")
+        return DependencyHealth(
+            ok=False, url=redact_url(url), error=f"no answer within {limit_seconds:g} s"
+        )
     except UNREACHABLE as exc:
         return DependencyHealth(ok=False, url=redact_url(url), error=f"{type(exc).__name__}: {exc}")
     latency = round((time.perf_counter() - started) * 1000, 2)
@@ -46,7 +48,9 @@ async def _health(res: ResourcesDep) -> JSONResponse:
     return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())
 
 
-HEALTH_RESPONSES = {503: {"model": Health, "description": "A dependency is down (named in the body)"}}
+HEALTH_RESPONSES: Responses = {
+    503: {"model": Health, "description": "A dependency is down (named in the body)"}
+}
 
 
 @router.get("/health", response_model=Health, responses=HEALTH_RESPONSES)

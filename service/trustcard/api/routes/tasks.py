@@ -9,14 +9,16 @@ from fastapi import APIRouter, HTTPException, Path
 
 from trustcard.api import task_queue
 from trustcard.api.deps import ResourcesDep
-from trustcard.api.schemas import ActiveTasks, ErrorBody, TaskCancelled, TaskState
+from trustcard.api.schemas import ActiveTasks, ErrorBody, Responses, TaskCancelled, TaskState
 from trustcard.task_status import TaskView
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
 TaskIdPath = Annotated[uuid.UUID, Path(description="The id returned at submission")]
-NOT_FOUND = {404: {"model": ErrorBody, "description": "No task with this id was issued"}}
-UNAVAILABLE = {503: {"model": ErrorBody, "description": "Redis (broker or backend) is down"}}
+NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No task with this id was issued"}}
+UNAVAILABLE: Responses = {
+    503: {"model": ErrorBody, "description": "Redis (broker or backend) is down"}
+}
 
 
 def _not_found(task_id: str) -> HTTPException:
@@ -60,7 +62,11 @@ async def get_task(task_id: TaskIdPath, res: ResourcesDep) -> TaskState:
 @router.delete(
     "/{task_id}",
     response_model=TaskCancelled,
-    responses={**NOT_FOUND, **UNAVAILABLE, 409: {"model": ErrorBody, "description": "Already finished"}},
+    responses={
+        **NOT_FOUND,
+        **UNAVAILABLE,
+        409: {"model": ErrorBody, "description": "Already finished"},
+    },
 )
 async def cancel_task(task_id: TaskIdPath, res: ResourcesDep) -> TaskCancelled:
     """Cancel a queued task (it never runs) or stop a running one."""

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from trustcard.api import task_queue
 from trustcard.api.deps import ResourcesDep
-from trustcard.api.schemas import ErrorBody, TaskSubmitted
+from trustcard.api.schemas import ErrorBody, Responses, TaskSubmitted
 from trustcard.tasks.limits import (
     DEFAULT_STAGE_SECONDS,
     MAX_ADD_OPERAND,
@@ -19,14 +19,12 @@ from trustcard.tasks.limits import (
 router = APIRouter(prefix="/tasks/test", tags=["test tasks"])
 
 Operand = Annotated[int, Query(ge=-MAX_ADD_OPERAND, le=MAX_ADD_OPERAND)]
-SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+SUBMIT_RESPONSES: Responses = {
     503: {"model": ErrorBody, "description": "Redis (broker or backend) is down"}
 }
 
 
-async def _submit(
-    res: ResourcesDep, request: Request, name: str, **kwargs: Any
-) -> TaskSubmitted:
+async def _submit(res: ResourcesDep, request: Request, name: str, **kwargs: Any) -> TaskSubmitted:
     record = await task_queue.submit(res, name, kwargs=kwargs)
     return TaskSubmitted(
         task_id=record.task_id,
@@ -62,3 +60,13 @@ async def submit_long(
 ) -> TaskSubmitted:
     """Queue test.long_task: five named stages, ~10 s with the default 2 s per stage."""
     return await _submit(res, request, "test.long_task", stage_seconds=stage_seconds)
+
+
+@router.post("/fail", status_code=202, response_model=TaskSubmitted, responses=SUBMIT_RESPONSES)
+async def submit_fail(
+    res: ResourcesDep,
+    request: Request,
+    message: Annotated[str, Query(max_length=200)] = "deliberate failure",
+) -> TaskSubmitted:
+    """Queue test.fail: a task that raises, to see the `failed` status and its error."""
+    return await _submit(res, request, "test.fail", message=message)
