@@ -46,7 +46,7 @@ def test_event_loop_serves_while_redis_stalls(stack: ServiceStack) -> None:
     assert stack.redis is not None
     admin = redis.Redis.from_url(stack.redis.url(0))
     # Redis holds every client's commands for 1 s: submissions wait, the event loop must not.
-    admin.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+    admin.client_pause(1000, all=True)
     latency, statuses = asyncio.run(_liveness_while_redis_paused(stack))
     assert latency < 0.3, f"/health/live took {latency:.3f} s while Redis was paused"
     assert statuses == [202] * 16
