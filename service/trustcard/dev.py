@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -16,6 +17,19 @@ import httpx
 from trustcard.local_redis import RedisServer, port_in_use
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """In a child (Linux): get SIGTERM when `trustcard dev` dies, even by SIGKILL.
+
+    Children run in their own session (so Ctrl-C reaches only the supervisor), which also
+    means nothing else would stop them if the supervisor were killed outright.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class PortTaken(Exception):
@@ -38,7 +52,7 @@ class DevStack:
                 "stop it or pass --port"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        redis = RedisServer(data_dir=self.data_dir / "redis")
+        redis = RedisServer(data_dir=self.data_dir / "redis", preexec=die_with_parent)
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._request_stop)
         try:
@@ -69,6 +83,7 @@ class DevStack:
             env=env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # safe: the supervisor runs no threads
         )
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:

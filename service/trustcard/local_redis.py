@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,8 @@ class RedisServer:
     appendonly: bool = True
     binary: str = field(default_factory=find_redis_server)
     process: subprocess.Popen[bytes] | None = None
+    # Called in the child before exec (e.g. to die with the parent); None for tests' servers.
+    preexec: Callable[[], None] | None = None
 
     def url(self, db: int = 0) -> str:
         return f"redis://{self.host}:{self.port}/{db}"
@@ -90,6 +93,7 @@ class RedisServer:
             ],
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=self.preexec,
         )
         self.wait_ready(timeout)
         return self

@@ -99,8 +99,29 @@ def test_dev_runs_the_walkthrough_and_stops_everything(tmp_path: Path) -> None:
             what="children to exit",
         )
     finally:
-        if dev.alive():
-            dev.stop(signal.SIGKILL)
+        # Graceful first: the supervisor stops its children; SIGKILL only as a last resort.
+        dev.stop(signal.SIGINT, timeout=30)
+
+
+def test_dev_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    port = free_port()
+    dev = Proc(
+        "dev",
+        trustcard_cmd("dev", "--port", str(port), "--data-dir", str(tmp_path / "data")),
+        {**os.environ, "PYTHONUNBUFFERED": "1"},
+        tmp_path / "dev.log",
+    ).start()
+    try:
+        wait_until(lambda: " ready." in dev.log() or not dev.alive(), 90, what="dev")
+        assert dev.process is not None
+        assert dev.alive(), dev.log()[-3000:]
+        children = _descendants(dev.process.pid)
+        assert len(children) >= 3
+        dev.process.kill()
+        dev.process.wait()
+        wait_until(lambda: not any(_running(pid) for pid in children), 20, what="orphans to exit")
+    finally:
+        dev.stop(signal.SIGINT, timeout=30)
 
 
 def _running(pid: int) -> bool:
