@@ -1,4 +1,4 @@
-"""`trustcard api | worker | dev`: the commands the chart, the Dockerfile and people run."""
+"""`trustcard api | worker | dev`: run the TrustCard API, a Celery worker, or all of it locally."""
 
 from __future__ import annotations
 
@@ -77,9 +77,9 @@ def worker(ctx: typer.Context) -> None:
 def dev(
     port: Annotated[int, typer.Option(help="API port")] = 8000,
     host: Annotated[str, typer.Option(help="API interface")] = "127.0.0.1",
-    data_dir: Annotated[Path, typer.Option(help="Where Redis and SQLite keep data")] = Path(
-        ".trustcard"
-    ),
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the embedded Redis (and the SQLite file) keep data")
+    ] = Path(".trustcard"),
     concurrency: Annotated[int, typer.Option(help="Worker pool processes")] = 2,
 ) -> None:
     """Run everything locally: embedded Redis, one worker and the API; Ctrl-C stops all."""

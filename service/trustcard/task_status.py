@@ -83,7 +83,11 @@ def build_view(record: TaskRecord, meta: dict[str, Any] | None) -> TaskView:
         else None,
         progress=payload if state == PROGRESS_STATE and isinstance(payload, dict) else None,
         submitted_at=record.submitted_at,
-        finished_at=_iso(done) if status.finished else None,
+        # A cancel is final when the client asked for it; the worker's later REVOKED store
+        # would otherwise move the finish time.
+        finished_at=(record.cancelled_at or _iso(done))
+        if status is TaskStatus.CANCELLED
+        else (_iso(done) if status.finished else None),
         cancelled_at=record.cancelled_at,
     )
 

@@ -79,3 +79,10 @@ def test_cancelled_record_overrides_unfinished_states_only() -> None:
 def test_record_round_trips_through_json() -> None:
     assert TaskRecord.from_json(RECORD.cancelled().to_json()).cancelled_at is not None
     assert TaskRecord.from_json(RECORD.to_json()) == RECORD
+
+
+def test_cancel_time_is_the_finish_time_of_a_cancelled_task() -> None:
+    cancelled = RECORD.cancelled()
+    revoked_later = {"status": "REVOKED", "result": None, "date_done": "2099-01-01T00:00:00"}
+    assert build_view(cancelled, revoked_later).finished_at == cancelled.cancelled_at
+    assert build_view(cancelled, None).finished_at == cancelled.cancelled_at

@@ -158,6 +158,10 @@ async def active_tasks(res: ApiResources) -> dict[str, list[dict[str, Any]]]:
         replies = res.celery.control.inspect(timeout=wait).active()
         return dict(replies or {})
 
+    # Fail fast when Redis is down: kombu's broadcast would spend the whole budget retrying.
+    await _guarded(
+        "broker", settings.REDIS_URL, settings.REDIS_TIMEOUT_SECONDS, lambda: res.broker.ping()
+    )
     return await _guarded(
         "broker",
         settings.REDIS_URL,
