@@ -23,7 +23,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "socket_timeout": 5,
     }
     return {
-        "broker_url": settings.REDIS_URL,
+        "broker_url": settings.broker_url,
         "result_backend": f"{BACKEND_CLASS}+{settings.result_backend_url}",
         # Seed contract: every task family runs on the one `analysis` queue.
         "task_routes": {"analysis.*": {"queue": QUEUE}, "test.*": {"queue": QUEUE}},

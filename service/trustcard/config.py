@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from typing import Annotated, Literal, Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -22,6 +21,8 @@ class Settings(BaseSettings):
 
     REDIS_URL: str = "redis://localhost:6379/0"
     RESULT_BACKEND_URL: str | None = None
+    # Added (URL-encoded) to Redis URLs that carry none; on Kubernetes it comes from a Secret.
+    REDIS_PASSWORD: SecretStr | None = None
     DATABASE_URL: str = "sqlite:///./trustcard.db"
 
     TASK_TIME_LIMIT: PositiveSeconds = 300
@@ -76,14 +77,27 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def broker_url(self) -> str:
+        """REDIS_URL, with REDIS_PASSWORD added when the URL has none."""
+        return self._with_password(self.REDIS_URL)
+
+    @property
     def result_backend_url(self) -> str:
         """The result backend: RESULT_BACKEND_URL, else the broker's server on database 1."""
         if self.RESULT_BACKEND_URL:
-            return self.RESULT_BACKEND_URL
-        parts = urlsplit(self.REDIS_URL)
+            return self._with_password(self.RESULT_BACKEND_URL)
+        parts = urlsplit(self.broker_url)
         if parts.scheme == "unix":
-            return f"{self.REDIS_URL.split('?', 1)[0]}?db=1"
+            return f"{self.broker_url.split('?', 1)[0]}?db=1"
         return urlunsplit(parts._replace(path="/1"))
+
+    def _with_password(self, url: str) -> str:
+        parts = urlsplit(url)
+        if self.REDIS_PASSWORD is None or parts.password is not None or parts.scheme == "unix":
+            return url
+        secret = quote(self.REDIS_PASSWORD.get_secret_value(), safe="")
+        netloc = f"{quote(parts.username or '', safe='')}:{secret}@{parts.netloc}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
 
 class ConfigError(Exception):
@@ -123,12 +137,3 @@ def redact_url(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def env_for_children(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process (worker, API) see the same settings."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[name] = str(value)
-    return env

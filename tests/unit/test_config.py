@@ -78,3 +78,15 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_redact_url_hides_passwords(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_password_is_inserted_url_encoded_into_both_urls() -> None:
+    settings = Settings(REDIS_URL="redis://redis-0.redis:6379/0", REDIS_PASSWORD="p@ss/w:rd")
+    assert settings.broker_url == "redis://:p%40ss%2Fw%3Ard@redis-0.redis:6379/0"
+    assert settings.result_backend_url == "redis://:p%40ss%2Fw%3Ard@redis-0.redis:6379/1"
+    assert "p@ss" not in repr(settings)
+
+
+def test_password_in_the_url_wins() -> None:
+    settings = Settings(REDIS_URL="redis://:inline@h:6379/0", REDIS_PASSWORD="other")
+    assert settings.broker_url == "redis://:inline@h:6379/0"

@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info(
             "trustcard API %s: broker %s, result backend %s, test endpoints %s",
             __version__,
-            redact_url(settings.REDIS_URL),
+            redact_url(settings.broker_url),
             redact_url(settings.result_backend_url),
             "on" if settings.ENABLE_TEST_ENDPOINTS else "off",
         )

@@ -40,6 +40,6 @@ def open_resources(settings: Settings, celery: Celery) -> ApiResources:
     return ApiResources(
         settings=settings,
         celery=celery,
-        broker=redis_client(settings.REDIS_URL, settings.REDIS_TIMEOUT_SECONDS),
+        broker=redis_client(settings.broker_url, settings.REDIS_TIMEOUT_SECONDS),
         backend=redis_client(settings.result_backend_url, settings.REDIS_TIMEOUT_SECONDS),
     )

@@ -78,7 +78,7 @@ async def submit(
     try:
         await _guarded(
             "broker",
-            settings.REDIS_URL,
+            settings.broker_url,
             settings.REDIS_TIMEOUT_SECONDS,
             lambda: run_in_threadpool(publish),
         )
@@ -143,7 +143,7 @@ async def cancel(res: ApiResources, view: TaskView) -> None:
 
     await _guarded(
         "broker",
-        settings.REDIS_URL,
+        settings.broker_url,
         settings.REDIS_TIMEOUT_SECONDS,
         lambda: run_in_threadpool(revoke),
     )
@@ -160,11 +160,11 @@ async def active_tasks(res: ApiResources) -> dict[str, list[dict[str, Any]]]:
 
     # Fail fast when Redis is down: kombu's broadcast would spend the whole budget retrying.
     await _guarded(
-        "broker", settings.REDIS_URL, settings.REDIS_TIMEOUT_SECONDS, lambda: res.broker.ping()
+        "broker", settings.broker_url, settings.REDIS_TIMEOUT_SECONDS, lambda: res.broker.ping()
     )
     return await _guarded(
         "broker",
-        settings.REDIS_URL,
+        settings.broker_url,
         wait + settings.REDIS_TIMEOUT_SECONDS,
         lambda: run_in_threadpool(inspect),
     )

@@ -36,7 +36,7 @@ async def _ping(client: Redis, url: str, limit_seconds: float) -> DependencyHeal
 async def _health(res: ResourcesDep) -> JSONResponse:
     settings = res.settings
     broker, backend = await asyncio.gather(
-        _ping(res.broker, settings.REDIS_URL, settings.REDIS_TIMEOUT_SECONDS),
+        _ping(res.broker, settings.broker_url, settings.REDIS_TIMEOUT_SECONDS),
         _ping(res.backend, settings.result_backend_url, settings.REDIS_TIMEOUT_SECONDS),
     )
     healthy = broker.ok and backend.ok
