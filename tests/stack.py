@@ -100,6 +100,8 @@ class ServiceStack:
             ENABLE_TEST_ENDPOINTS="true",
             LOG_LEVEL="INFO",
             PYTHONUNBUFFERED="1",
+            WORKER_HEARTBEAT_FILE=str(self.workdir / "worker-heartbeat"),
+            WORKER_HEARTBEAT_INTERVAL_SECONDS="1",
         )
         env.update(self.env_overrides)
         return env

@@ -8,6 +8,7 @@ from celery import Celery
 
 from trustcard.config import Settings, get_settings
 from trustcard.names import APP_NAME, QUEUE
+from trustcard.worker_health import HeartbeatStep
 
 TASK_MODULES = ["trustcard.tasks.test_tasks"]
 # Our backend subclass (see celery_backend.py), selected by Celery's `<class>+<url>` form.
@@ -85,6 +86,8 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     """Build the Celery app from settings (the module-level app uses the environment)."""
     app = Celery(APP_NAME, include=TASK_MODULES)
     app.conf.update(celery_config(settings or get_settings()))
+    # Liveness heartbeat for Kubernetes (a no-op unless WORKER_HEARTBEAT_FILE is set).
+    app.steps["consumer"].add(HeartbeatStep)
     return app
 
 

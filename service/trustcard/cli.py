@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
 from trustcard.config import ConfigError, Settings, get_settings
@@ -71,6 +72,44 @@ def worker(ctx: typer.Context) -> None:
     argv = worker_argv(settings, list(ctx.args))
     # exec, not a child: on Kubernetes SIGTERM must reach Celery itself for a warm shutdown.
     os.execv(argv[0], argv)  # noqa: S606 - argv is built here, no shell involved
+
+
+@cli.command("worker-alive")
+def worker_alive(
+    max_age: Annotated[float, typer.Option(help="Oldest acceptable heartbeat, seconds")] = 60.0,
+) -> None:
+    """Liveness probe: exit 0 if the worker's heartbeat file is fresh (WORKER_HEARTBEAT_FILE)."""
+    from trustcard.worker_health import heartbeat_age
+
+    path = _settings_or_exit().WORKER_HEARTBEAT_FILE
+    if not path:
+        typer.echo("trustcard: WORKER_HEARTBEAT_FILE is not set", err=True)
+        raise typer.Exit(2)
+    age = heartbeat_age(Path(path))
+    if age is None:
+        typer.echo(f"no heartbeat yet at {path}", err=True)
+        raise typer.Exit(1)
+    if age > max_age:
+        typer.echo(f"heartbeat is {age:.0f} s old (max {max_age:g} s)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"alive: heartbeat {age:.1f} s old")
+
+
+@cli.command()
+def smoke(
+    api_url: Annotated[str, typer.Option(help="Base URL of the API")] = "http://127.0.0.1:8000",
+    health_only: Annotated[bool, typer.Option(help="Only check /health/ready")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the task")] = 60.0,
+) -> None:
+    """Check a running deployment end to end: ready, then test.add(5, 3) == 8."""
+    from trustcard.smoke import SmokeFailure, run_smoke
+
+    try:
+        for line in run_smoke(api_url, health_only, timeout):
+            typer.echo(f"ok: {line}")
+    except (SmokeFailure, httpx.HTTPError) as exc:
+        typer.echo(f"smoke test failed: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @cli.command()

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
 
     ENABLE_TEST_ENDPOINTS: bool = True
 
+    # Liveness file the worker touches while connected to the broker (unset: no heartbeat).
+    WORKER_HEARTBEAT_FILE: str | None = None
+    WORKER_HEARTBEAT_INTERVAL_SECONDS: Annotated[float, Field(gt=0, le=300)] = 10.0
+
     # How long the API waits on Redis before answering 503, and on workers for GET /tasks/.
     REDIS_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=30)] = 1.5
     INSPECT_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=30)] = 1.0
