@@ -1,0 +1,204 @@
+"""What the chart renders, one class per feature (Airflow-chart style)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.chart.helm import by_kind, container, env_map, one, render_chart
+from tests.chart.variants import EXTERNAL_REDIS
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = obj["spec"]["template"]["spec"]
+    return spec
+
+
+class TestComponents:
+    def test_api_and_worker_are_separate_deployments_and_redis_a_statefulset(self) -> None:
+        objects = render_chart()
+        deployments = {obj["metadata"]["name"] for obj in by_kind(objects, "Deployment")}
+        assert deployments == {"release-trustcard-api", "release-trustcard-worker"}
+        redis = one(objects, "StatefulSet", "-redis")
+        claim = redis["spec"]["volumeClaimTemplates"][0]
+        assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
+        assert not by_kind(objects, "StatefulSet")[0]["metadata"]["name"].endswith("worker")
+
+    def test_redis_has_append_only_persistence_and_a_password(self) -> None:
+        redis = one(render_chart(), "StatefulSet", "-redis")
+        script = " ".join(container(redis, "redis")["command"])
+        assert "--appendonly yes" in script
+        assert "requirepass" in script
+        assert "$REDISCLI_AUTH" in script
+        env = env_map(container(redis, "redis"))
+        assert env["REDISCLI_AUTH"]["secretKeyRef"]["key"] == "redis-password"
+
+    def test_redis_service_is_headless(self) -> None:
+        service = one(render_chart(), "Service", "-redis")
+        assert service["spec"]["clusterIP"] == "None"
+
+
+class TestCeleryValuesReachTheWorker:
+    def test_defaults(self) -> None:
+        config = one(render_chart(), "ConfigMap", "-config")["data"]
+        assert config["WORKER_PREFETCH_MULTIPLIER"] == "1"
+        assert config["WORKER_MAX_TASKS_PER_CHILD"] == "50"
+        assert config["TASK_TIME_LIMIT"] == "300"
+        assert config["TASK_SOFT_TIME_LIMIT"] == "240"
+        assert config["ENABLE_TEST_ENDPOINTS"] == "false"
+
+    def test_set_values_change_the_environment_and_roll_the_pods(self) -> None:
+        default = render_chart()
+        changed = render_chart({"worker": {"prefetchMultiplier": 2, "maxTasksPerChild": 10}})
+        config = one(changed, "ConfigMap", "-config")["data"]
+        assert config["WORKER_PREFETCH_MULTIPLIER"] == "2"
+        assert config["WORKER_MAX_TASKS_PER_CHILD"] == "10"
+        worker = one(changed, "Deployment", "-worker")
+        assert worker["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
+            {"configMapRef": {"name": "release-trustcard-config"}}
+        ]
+        annotation = "checksum/config"
+        before = one(default, "Deployment", "-worker")["spec"]["template"]["metadata"][
+            "annotations"
+        ]
+        after = worker["spec"]["template"]["metadata"]["annotations"]
+        assert before[annotation] != after[annotation]
+
+
+class TestGracefulShutdown:
+    def test_worker_execs_celery_and_waits_past_the_hard_limit(self) -> None:
+        worker = one(render_chart(), "Deployment", "-worker")
+        spec = _pod_spec(worker)
+        assert container(worker, "worker")["args"] == ["worker"]
+        assert "command" not in container(worker, "worker")  # the image's exec-form entrypoint
+        assert spec["terminationGracePeriodSeconds"] > 300
+
+    def test_probes_do_not_use_inspect_ping(self) -> None:
+        worker = container(one(render_chart(), "Deployment", "-worker"), "worker")
+        assert worker["livenessProbe"]["exec"]["command"][:2] == ["trustcard", "worker-alive"]
+        assert "startupProbe" in worker
+        assert "inspect" not in str(worker)
+
+
+class TestAutoscaling:
+    def test_hpa_targets_the_worker_on_the_queue_metric(self) -> None:
+        objects = render_chart()
+        hpa = one(objects, "HorizontalPodAutoscaler", "-worker")
+        assert hpa["spec"]["scaleTargetRef"]["name"] == "release-trustcard-worker"
+        metric = hpa["spec"]["metrics"][0]
+        assert metric["type"] == "External"
+        assert metric["external"]["metric"]["name"] == "trustcard_queue_depth"
+        assert metric["external"]["metric"]["selector"]["matchLabels"] == {"queue": "analysis"}
+        assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "10"}
+        assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
+        assert hpa["spec"]["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
+        assert "replicas" not in one(objects, "Deployment", "-worker")["spec"]
+        assert not by_kind(objects, "ScaledObject")
+
+    def test_keda_scaledobject_reads_the_redis_password_secret(self) -> None:
+        objects = render_chart({"worker": {"autoscaling": {"mode": "keda"}}})
+        scaled = one(objects, "ScaledObject")
+        trigger = scaled["spec"]["triggers"][0]
+        assert trigger["type"] == "redis"
+        assert trigger["metadata"]["listName"] == "analysis"
+        assert trigger["metadata"]["address"] == "release-trustcard-redis:6379"
+        auth = one(objects, "TriggerAuthentication")
+        assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+        assert auth["spec"]["secretTargetRef"][0]["name"] == "release-trustcard-redis"
+        assert not by_kind(objects, "HorizontalPodAutoscaler")
+
+    def test_none_sets_fixed_replicas(self) -> None:
+        objects = render_chart({"worker": {"autoscaling": {"mode": "none"}, "replicas": 3}})
+        assert one(objects, "Deployment", "-worker")["spec"]["replicas"] == 3
+        assert not by_kind(objects, "ScaledObject")
+        assert not [
+            h
+            for h in by_kind(objects, "HorizontalPodAutoscaler")
+            if "worker" in h["metadata"]["name"]
+        ]
+
+
+class TestSecurity:
+    def test_every_pod_is_locked_down(self) -> None:
+        objects = render_chart({"config": {"enableTestEndpoints": True}})
+        pods = [
+            (obj, _pod_spec(obj)) for obj in objects if obj["kind"] in {"Deployment", "StatefulSet"}
+        ]
+        pods += [(obj, obj["spec"]) for obj in by_kind(objects, "Pod")]
+        assert len(pods) == 4
+        for obj, spec in pods:
+            assert spec["automountServiceAccountToken"] is False, obj["metadata"]["name"]
+            assert spec["securityContext"]["runAsNonRoot"] is True
+            assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+            for item in spec["containers"]:
+                context = item["securityContext"]
+                assert context["readOnlyRootFilesystem"] is True
+                assert context["allowPrivilegeEscalation"] is False
+                assert context["capabilities"]["drop"] == ["ALL"]
+                assert item["resources"]["requests"]
+                assert item["resources"]["limits"]
+
+    def test_app_pods_run_as_the_image_uid(self) -> None:
+        objects = render_chart()
+        for name in ("-api", "-worker"):
+            assert (
+                _pod_spec(one(objects, "Deployment", name))["securityContext"]["runAsUser"] == 10001
+            )
+
+    def test_no_secret_in_the_configmap(self) -> None:
+        config = one(render_chart(), "ConfigMap", "-config")["data"]
+        assert not [key for key in config if "PASSWORD" in key or "URL" in key]
+
+    def test_network_policies_let_only_api_and_worker_reach_redis(self) -> None:
+        objects = render_chart({"networkPolicy": {"enabled": True}})
+        policy = one(objects, "NetworkPolicy", "-redis")
+        components = [
+            peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            for peer in policy["spec"]["ingress"][0]["from"]
+        ]
+        assert sorted(components) == ["api", "test", "worker"]
+        assert one(objects, "NetworkPolicy", "-worker")["spec"]["policyTypes"] == ["Ingress"]
+
+
+class TestExternalRedis:
+    def test_no_bundled_redis_and_url_from_the_secret(self) -> None:
+        objects = render_chart(EXTERNAL_REDIS)
+        assert not by_kind(objects, "StatefulSet")
+        assert not [s for s in by_kind(objects, "Secret")]
+        env = env_map(container(one(objects, "Deployment", "-api"), "api"))
+        assert env["REDIS_URL"]["secretKeyRef"] == {"name": "my-redis", "key": "redis-url"}
+        assert "REDIS_PASSWORD" not in env
+
+
+class TestIngressAndNotes:
+    def test_ingress_with_class_hosts_and_tls(self) -> None:
+        ingress = one(
+            render_chart(
+                {
+                    "api": {
+                        "ingress": {
+                            "enabled": True,
+                            "className": "nginx",
+                            "tls": [{"secretName": "tls", "hosts": ["trustcard.local"]}],
+                        }
+                    }
+                }
+            ),
+            "Ingress",
+        )
+        assert ingress["spec"]["ingressClassName"] == "nginx"
+        backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        assert backend == {"name": "release-trustcard-api", "port": {"name": "http"}}
+        assert ingress["spec"]["tls"][0]["secretName"] == "tls"
+
+
+class TestHelmTest:
+    def test_the_test_pod_submits_add_through_the_api_service(self) -> None:
+        objects = render_chart({"config": {"enableTestEndpoints": True}})
+        pod = one(objects, "Pod")
+        assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+        args = pod["spec"]["containers"][0]["args"]
+        assert args == ["smoke", "--api-url", "http://release-trustcard-api:80"]
+
+    def test_without_test_endpoints_it_checks_health_only(self) -> None:
+        args = one(render_chart(), "Pod")["spec"]["containers"][0]["args"]
+        assert args[-1] == "--health-only"
