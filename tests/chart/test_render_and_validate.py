@@ -42,9 +42,8 @@ def test_variant_validates(variant: str) -> None:
                 try:
                     kubernetes_validate.validate(obj, version, strict=True)
                 except kubernetes_validate.ValidationError as exc:
-                    pytest.fail(
-                        f"{where} invalid for Kubernetes {version}: {exc.message} at {list(exc.path)}"
-                    )
+                    problem = f"{exc.message} at {list(exc.path)}"
+                    pytest.fail(f"{where} invalid for Kubernetes {version}: {problem}")
         else:
             schema = _crd_schema(obj)
             assert schema is not None, f"{where}: no CRD schema in tests/chart/crd-schemas"
