@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Annotated, Literal, Self
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -118,10 +119,16 @@ def describe_validation_error(error: ValidationError) -> str:
     return "invalid configuration: " + "; ".join(problems)
 
 
+# A directory of files named like the settings (a mounted Kubernetes Secret), read after the
+# environment: keeps passwords and URLs with credentials out of environment variables.
+SECRETS_DIR_ENV = "TRUSTCARD_SECRETS_DIR"
+
+
 def load_settings() -> Settings:
-    """Read the environment; raise ConfigError with one line on bad values."""
+    """Read the environment (and TRUSTCARD_SECRETS_DIR); raise ConfigError on bad values."""
+    secrets_dir = os.environ.get(SECRETS_DIR_ENV) or None
     try:
-        return Settings()
+        return Settings(_secrets_dir=secrets_dir)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from trustcard.config import ConfigError, Settings, load_settings, redact_url
@@ -90,3 +92,14 @@ def test_password_is_inserted_url_encoded_into_both_urls() -> None:
 def test_password_in_the_url_wins() -> None:
     settings = Settings(REDIS_URL="redis://:inline@h:6379/0", REDIS_PASSWORD="other")
     assert settings.broker_url == "redis://:inline@h:6379/0"
+
+
+def test_secrets_come_from_a_mounted_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "REDIS_PASSWORD").write_text("from-file")
+    (tmp_path / "REDIS_URL").write_text("redis://r:6379/0")
+    monkeypatch.setenv("TRUSTCARD_SECRETS_DIR", str(tmp_path))
+    settings = load_settings()
+    assert settings.broker_url == "redis://:from-file@r:6379/0"
+    assert settings.result_backend_url == "redis://:from-file@r:6379/1"
