@@ -23,14 +23,29 @@ class TestComponents:
         assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
         assert not by_kind(objects, "StatefulSet")[0]["metadata"]["name"].endswith("worker")
 
-    def test_redis_has_append_only_persistence_and_a_password(self) -> None:
+    def test_redis_has_append_only_persistence_and_a_password_file(self) -> None:
         redis = one(render_chart(), "StatefulSet", "-redis")
         script = " ".join(container(redis, "redis")["command"])
         assert "--appendonly yes" in script
         assert "requirepass" in script
-        assert "$REDISCLI_AUTH" in script
-        env = env_map(container(redis, "redis"))
-        assert env["REDISCLI_AUTH"]["secretKeyRef"]["key"] == "redis-password"
+        assert "/run/secrets/redis/password" in script
+        volume = next(v for v in _pod_spec(redis)["volumes"] if v["name"] == "auth")
+        assert volume["secret"]["secretName"] == "release-trustcard-redis"
+        assert volume["secret"]["items"] == [{"key": "redis-password", "path": "password"}]
+
+    def test_redis_password_is_generated_and_kept(self) -> None:
+        secret = one(render_chart(), "Secret", "-redis")
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert len(secret["data"]["redis-password"]) > 32
+
+    def test_no_secret_reaches_an_environment_variable(self) -> None:
+        for variant in ({}, EXTERNAL_REDIS):
+            for obj in render_chart(variant):
+                if obj["kind"] in {"Deployment", "StatefulSet"}:
+                    for item in _pod_spec(obj)["containers"]:
+                        assert "secretKeyRef" not in str(item.get("env", [])), obj["metadata"][
+                            "name"
+                        ]
 
     def test_redis_service_is_headless(self) -> None:
         service = one(render_chart(), "Service", "-redis")
@@ -164,9 +179,13 @@ class TestExternalRedis:
         objects = render_chart(EXTERNAL_REDIS)
         assert not by_kind(objects, "StatefulSet")
         assert not [s for s in by_kind(objects, "Secret")]
-        env = env_map(container(one(objects, "Deployment", "-api"), "api"))
-        assert env["REDIS_URL"]["secretKeyRef"] == {"name": "my-redis", "key": "redis-url"}
-        assert "REDIS_PASSWORD" not in env
+        api = one(objects, "Deployment", "-api")
+        env = env_map(container(api, "api"))
+        assert "REDIS_URL" not in env  # it comes as a file from the Secret
+        assert env["TRUSTCARD_SECRETS_DIR"] == "/run/secrets/trustcard"
+        volume = next(v for v in _pod_spec(api)["volumes"] if v["name"] == "secrets")
+        assert volume["secret"]["secretName"] == "my-redis"
+        assert volume["secret"]["items"] == [{"key": "redis-url", "path": "REDIS_URL"}]
 
 
 class TestIngressAndNotes:
