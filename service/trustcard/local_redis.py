@@ -69,13 +69,16 @@ class RedisServer:
     port: int = 0
     host: str = "127.0.0.1"
     appendonly: bool = True
+    # requirepass, as the chart configures its Redis.
+    password: str | None = None
     binary: str = field(default_factory=find_redis_server)
     process: subprocess.Popen[bytes] | None = None
     # Called in the child before exec (e.g. to die with the parent); None for tests' servers.
     preexec: Callable[[], None] | None = None
 
     def url(self, db: int = 0) -> str:
-        return f"redis://{self.host}:{self.port}/{db}"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/{db}"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.port = self.port or free_port(self.host)
@@ -99,6 +102,8 @@ class RedisServer:
                 str(self.data_dir / "redis.log"),
                 "--daemonize",
                 "no",
+                # Throwaway local servers only; the chart passes its password through a file.
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdin=subprocess.DEVNULL,
             start_new_session=True,
@@ -109,7 +114,9 @@ class RedisServer:
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(
+            host=self.host, port=self.port, password=self.password, socket_connect_timeout=0.5
+        )
         try:
             while True:
                 if self.process is not None and self.process.poll() is not None:
