@@ -1,0 +1,81 @@
+"""skaffold.yaml and k8s/ parse, and refer to the chart, values and names that exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.chart.helm import CHART, ROOT, one, render_chart
+
+K8S = ROOT / "k8s"
+
+
+def _load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.mark.parametrize("values_file", ["values-kind.yaml", "values-minikube.yaml"])
+def test_local_cluster_values_render_and_validate(values_file: str) -> None:
+    objects = render_chart(_load(K8S / values_file))
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.35", strict=True)
+    ingress = one(objects, "Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert one(objects, "ConfigMap", "-config")["data"]["ENABLE_TEST_ENDPOINTS"] == "true"
+
+
+def test_keda_values_layer_on_top_of_kind() -> None:
+    values = _load(K8S / "values-kind.yaml")
+    values["worker"].update(_load(K8S / "values-keda.yaml")["worker"])
+    assert one(render_chart(values), "ScaledObject")["spec"]["maxReplicaCount"] == 5
+
+
+def test_prometheus_adapter_rule_serves_the_hpa_metric() -> None:
+    adapter = _load(K8S / "prometheus-adapter-values.yaml")
+    rule = adapter["rules"]["external"][0]
+    hpa = one(render_chart(), "HorizontalPodAutoscaler", "-worker")
+    metric = hpa["spec"]["metrics"][0]["external"]["metric"]
+    assert rule["name"]["as"] == metric["name"]
+    assert metric["name"] in rule["seriesQuery"]
+    for label in metric["selector"]["matchLabels"]:
+        assert label in rule["metricsQuery"]
+
+
+def test_kind_cluster_maps_the_ingress_ports() -> None:
+    cluster = _load(K8S / "kind-cluster.yaml")
+    assert cluster["kind"] == "Cluster"
+    ports = {m["hostPort"] for m in cluster["nodes"][0]["extraPortMappings"]}
+    assert ports == {80, 443}
+
+
+def test_otel_collector_pipeline_is_wired() -> None:
+    config = _load(K8S / "otel-collector.yaml")
+    pipeline = config["service"]["pipelines"]["traces"]
+    for section in ("receivers", "processors", "exporters"):
+        for name in pipeline[section]:
+            assert name in config[section], f"{section}: {name} is not defined"
+
+
+def test_skaffold_refers_to_what_exists() -> None:
+    skaffold = _load(ROOT / "skaffold.yaml")
+    assert skaffold["apiVersion"].startswith("skaffold/v4")
+    artifact = skaffold["build"]["artifacts"][0]
+    assert (ROOT / artifact["docker"]["dockerfile"]).exists()
+    release = skaffold["deploy"]["helm"]["releases"][0]
+    assert (ROOT / release["chartPath"]).resolve() == CHART
+    for values_file in release["valuesFiles"]:
+        assert (ROOT / values_file).exists()
+    for profile in skaffold["profiles"]:
+        for patch in profile.get("patches", []):
+            assert (ROOT / patch["value"]).exists()
+    forward = skaffold["portForward"][0]
+    service_name = f"{release['name']}-api"  # release name == chart name: no prefix doubling
+    objects = render_chart(_load(ROOT / release["valuesFiles"][0]), release=release["name"])
+    services = {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == "Service"}
+    assert forward["resourceName"] == service_name
+    assert services[service_name]["spec"]["ports"][0]["port"] == forward["port"]
+    assert artifact["image"] in release["setValueTemplates"]["image.repository"]
