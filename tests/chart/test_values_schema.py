@@ -100,3 +100,19 @@ def test_bad_values_are_refused_with_a_readable_message(
     with pytest.raises(RenderError) as refused:
         render_chart(values)
     assert message in str(refused.value)
+
+
+def test_chart_readme_values_table_is_current() -> None:
+    import importlib.util
+
+    from tests.chart.helm import ROOT
+
+    spec = importlib.util.spec_from_file_location(
+        "table", ROOT / "scripts" / "chart_values_table.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (CHART / "README.md").read_text()
+    assert module.with_table(readme) == readme, "run scripts/chart_values_table.py --write"
