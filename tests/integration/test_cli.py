@@ -58,7 +58,8 @@ def _descendants(pid: int) -> list[int]:
     return [child.pid for child in psutil.Process(pid).children(recursive=True)]
 
 
-def test_dev_runs_the_walkthrough_and_stops_everything(tmp_path: Path) -> None:
+def _start_dev(tmp_path: Path) -> tuple[Proc, int]:
+    """`trustcard dev` on a free port with its data under tmp_path."""
     port = free_port()
     dev = Proc(
         "dev",
@@ -66,6 +67,11 @@ def test_dev_runs_the_walkthrough_and_stops_everything(tmp_path: Path) -> None:
         {**os.environ, "PYTHONUNBUFFERED": "1"},
         tmp_path / "dev.log",
     ).start()
+    return dev, port
+
+
+def test_dev_runs_the_walkthrough_and_stops_everything(tmp_path: Path) -> None:
+    dev, port = _start_dev(tmp_path)
     try:
         wait_until(lambda: "trustcard dev is up" in dev.log() or not dev.alive(), 90, what="dev")
         assert dev.alive(), dev.log()[-3000:]
@@ -104,13 +110,7 @@ def test_dev_runs_the_walkthrough_and_stops_everything(tmp_path: Path) -> None:
 
 
 def test_dev_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
-    port = free_port()
-    dev = Proc(
-        "dev",
-        trustcard_cmd("dev", "--port", str(port), "--data-dir", str(tmp_path / "data")),
-        {**os.environ, "PYTHONUNBUFFERED": "1"},
-        tmp_path / "dev.log",
-    ).start()
+    dev, _ = _start_dev(tmp_path)
     try:
         wait_until(lambda: " ready." in dev.log() or not dev.alive(), 90, what="dev")
         assert dev.process is not None
