@@ -74,6 +74,17 @@ def worker(ctx: typer.Context) -> None:
     os.execv(argv[0], argv)  # noqa: S606 - argv is built here, no shell involved
 
 
+@cli.command()
+def exporter(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port of /metrics")] = 9809,
+) -> None:
+    """Serve the depth of queue `analysis` (all priorities) and unacked tasks for Prometheus."""
+    from trustcard.observability.exporter import serve
+
+    serve(_settings_or_exit().broker_url, [QUEUE], host, port)
+
+
 @cli.command("worker-alive")
 def worker_alive(
     max_age: Annotated[float, typer.Option(help="Oldest acceptable heartbeat, seconds")] = 60.0,

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.metrics_text import scrape, value
 from tests.stack import ServiceStack, poll_until, submit, wait_until
 
 
@@ -41,6 +42,11 @@ def test_redis_down_gives_503_and_recovers_without_restarts(outage_stack: Servic
         assert elapsed < 2.5, f"503 took {elapsed:.2f} s"
         assert "unavailable" in response.json()["detail"]
         assert response.json()["dependency"] in {"broker", "result backend"}
+        errors = scrape(f"{outage_stack.base_url}/metrics")
+        assert (
+            value(errors, "trustcard_submission_errors_total", cause="result_backend_unavailable")
+            == 1
+        )
 
         started = time.monotonic()
         health = client.get("/health")

@@ -11,9 +11,10 @@ from fastapi import FastAPI
 from trustcard import __version__
 from trustcard.api.errors import install_error_handlers
 from trustcard.api.resources import open_resources
-from trustcard.api.routes import health, tasks, test_tasks
+from trustcard.api.routes import health, metrics, tasks, test_tasks
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings, get_settings, redact_url
+from trustcard.observability.api_metrics import MetricsMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     if settings.ENABLE_TEST_ENDPOINTS:
         app.include_router(test_tasks.router)
     app.include_router(tasks.router)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from trustcard.api.errors import DependencyUnavailable
 from trustcard.api.resources import ApiResources
 from trustcard.config import redact_url
+from trustcard.observability.api_metrics import observe_publish, record_submission_error
 from trustcard.task_registry import (
     TaskRecord,
     forget_record,
@@ -65,28 +67,36 @@ async def submit(
     """Record the id, then publish the task on a worker thread (kombu's publish is blocking)."""
     settings = res.settings
     record = TaskRecord.new(str(uuid.uuid4()), name)
-    await _guarded(
-        "result backend",
-        settings.result_backend_url,
-        settings.REDIS_TIMEOUT_SECONDS,
-        lambda: save_record(res.backend, record, settings.RESULT_EXPIRES),
-    )
-
-    def publish() -> None:
-        res.celery.send_task(name, args=args, kwargs=kwargs, task_id=record.task_id)
-
     try:
         await _guarded(
+            "result backend",
+            settings.result_backend_url,
+            settings.REDIS_TIMEOUT_SECONDS,
+            lambda: save_record(res.backend, record, settings.RESULT_EXPIRES),
+        )
+    except DependencyUnavailable as exc:
+        record_submission_error(exc.dependency, exc.timed_out)
+        raise
+
+    def publish() -> float:
+        started = time.perf_counter()
+        res.celery.send_task(name, args=args, kwargs=kwargs, task_id=record.task_id)
+        return time.perf_counter() - started
+
+    try:
+        seconds = await _guarded(
             "broker",
             settings.broker_url,
             settings.REDIS_TIMEOUT_SECONDS,
             lambda: run_in_threadpool(publish),
         )
     except DependencyUnavailable as exc:
+        record_submission_error(exc.dependency, exc.timed_out)
         if not exc.timed_out:
             # The publish definitely failed: the id must not look issued.
             await _forget_quietly(res, record.task_id)
         raise
+    observe_publish(name, seconds)
     return record
 
 

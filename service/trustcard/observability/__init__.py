@@ -1,0 +1,1 @@
+"""Metrics (and later traces and logs) shared by the API, the worker and the exporter."""

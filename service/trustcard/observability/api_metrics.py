@@ -1,0 +1,95 @@
+"""Prometheus metrics of the API process, served on its /metrics."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Histogram
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Latency buckets in seconds: the API answers in milliseconds; the tail matters up to seconds.
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+HTTP_REQUESTS = Counter(
+    "trustcard_http_requests_total",
+    "HTTP requests answered, by route template, method and status code",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "trustcard_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template and method",
+    ["route", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+TASKS_SUBMITTED = Counter(
+    "trustcard_tasks_submitted_total",
+    "Tasks accepted by the API and published to the broker, by task name",
+    ["task_name"],
+)
+PUBLISH_LATENCY = Histogram(
+    "trustcard_broker_publish_duration_seconds",
+    "Time to publish one task message to the broker",
+    buckets=LATENCY_BUCKETS,
+)
+SUBMISSION_ERRORS = Counter(
+    "trustcard_submission_errors_total",
+    "Submissions refused because a dependency failed, by cause",
+    ["cause"],
+)
+
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (low cardinality), never the raw path."""
+    route = scope.get("route")
+    if route is not None and hasattr(route, "path"):
+        template: str = route.path
+        return template
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    for route in getattr(router, "routes", []):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            path: str = route.path
+            return path
+    return UNMATCHED_ROUTE
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: counts and times every HTTP request by route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = route_template(scope)
+            method: str = scope["method"]
+            HTTP_REQUESTS.labels(route, method, str(status)).inc()
+            HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
+
+
+def record_submission_error(dependency: str, timed_out: bool) -> None:
+    cause = f"{dependency.replace(' ', '_')}_{'timeout' if timed_out else 'unavailable'}"
+    SUBMISSION_ERRORS.labels(cause).inc()
+
+
+def observe_publish(task_name: str, seconds: float) -> None:
+    PUBLISH_LATENCY.observe(seconds)
+    TASKS_SUBMITTED.labels(task_name).inc()
