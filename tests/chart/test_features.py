@@ -17,7 +17,11 @@ class TestComponents:
     def test_api_and_worker_are_separate_deployments_and_redis_a_statefulset(self) -> None:
         objects = render_chart()
         deployments = {obj["metadata"]["name"] for obj in by_kind(objects, "Deployment")}
-        assert deployments == {"release-trustcard-api", "release-trustcard-worker"}
+        assert deployments == {
+            "release-trustcard-api",
+            "release-trustcard-worker",
+            "release-trustcard-exporter",
+        }
         redis = one(objects, "StatefulSet", "-redis")
         claim = redis["spec"]["volumeClaimTemplates"][0]
         assert claim["spec"]["resources"]["requests"]["storage"] == "8Gi"
@@ -139,7 +143,7 @@ class TestSecurity:
             (obj, _pod_spec(obj)) for obj in objects if obj["kind"] in {"Deployment", "StatefulSet"}
         ]
         pods += [(obj, obj["spec"]) for obj in by_kind(objects, "Pod")]
-        assert len(pods) == 4
+        assert len(pods) == 5
         for obj, spec in pods:
             assert spec["automountServiceAccountToken"] is False, obj["metadata"]["name"]
             assert spec["securityContext"]["runAsNonRoot"] is True
@@ -170,7 +174,7 @@ class TestSecurity:
             peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
             for peer in policy["spec"]["ingress"][0]["from"]
         ]
-        assert sorted(components) == ["api", "test", "worker"]
+        assert sorted(components) == ["api", "exporter", "test", "worker"]
         assert one(objects, "NetworkPolicy", "-worker")["spec"]["policyTypes"] == ["Ingress"]
 
 
@@ -221,3 +225,25 @@ class TestHelmTest:
     def test_without_test_endpoints_it_checks_health_only(self) -> None:
         args = one(render_chart(), "Pod")["spec"]["containers"][0]["args"]
         assert args[-1] == "--health-only"
+
+
+class TestExporterAndMonitoring:
+    def test_exactly_one_exporter_serves_the_hpa_metric(self) -> None:
+        objects = render_chart()
+        exporter = one(objects, "Deployment", "-exporter")
+        assert exporter["spec"]["replicas"] == 1
+        assert container(exporter, "exporter")["args"][0] == "exporter"
+        hpa = one(objects, "HorizontalPodAutoscaler", "-worker")
+        assert hpa["spec"]["metrics"][0]["external"]["metric"]["name"] == "trustcard_queue_depth"
+
+    def test_service_monitors_for_api_and_exporter(self) -> None:
+        objects = render_chart({"monitoring": {"serviceMonitor": {"enabled": True}}})
+        monitors = {m["metadata"]["name"]: m for m in by_kind(objects, "ServiceMonitor")}
+        assert set(monitors) == {"release-trustcard-api", "release-trustcard-exporter"}
+        assert monitors["release-trustcard-api"]["spec"]["endpoints"][0]["port"] == "http"
+        assert monitors["release-trustcard-exporter"]["spec"]["endpoints"][0]["port"] == "metrics"
+        service_ports = {
+            s["metadata"]["name"]: s["spec"]["ports"][0]["name"]
+            for s in by_kind(objects, "Service")
+        }
+        assert service_ports["release-trustcard-exporter"] == "metrics"

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.chart.helm import ROOT, container, one, render_chart
+from tests.metrics_text import scrape, value
 from tests.stack import Proc, wait_until
 from trustcard.local_redis import RedisServer, free_port
 
@@ -39,6 +40,7 @@ class Cluster:
         self.password = base64.b64decode(secret["data"]["redis-password"]).decode()
         self.redis = RedisServer(data_dir=workdir / "redis", password=self.password)
         self.api_port = free_port()
+        self.exporter_port = free_port()
         self.processes: list[Proc] = []
 
     def env_for(self, deployment: str, name: str) -> dict[str, str]:
@@ -74,7 +76,8 @@ class Cluster:
 
     def args_for(self, deployment: str, name: str) -> list[str]:
         args: list[str] = container(one(self.objects, "Deployment", deployment), name)["args"]
-        swapped = [str(self.api_port) if arg == "8000" else arg for arg in args]
+        ports = {"8000": str(self.api_port), "9809": str(self.exporter_port)}
+        swapped = [ports.get(arg, arg) for arg in args]
         return ["127.0.0.1" if arg == "0.0.0.0" else arg for arg in swapped]
 
     def start(self, deployment: str, name: str) -> Proc:
@@ -161,3 +164,17 @@ def test_rendered_api_worker_probes_and_helm_test_work_together(cluster: Cluster
     )
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
     assert "ok: test.add(5, 3) = 8" in smoke.stdout
+
+    # The exporter, as rendered, reads the password-protected Redis and serves the HPA's metric.
+    cluster.start("-exporter", "exporter")
+    metrics_url = f"http://127.0.0.1:{cluster.exporter_port}/metrics"
+
+    def exporter_reads_redis() -> bool:
+        try:
+            samples = scrape(metrics_url)
+        except httpx.HTTPError:
+            return False
+        return value(samples, "trustcard_queue_exporter_redis_up") == 1
+
+    wait_until(exporter_reads_redis, 30, what="the rendered exporter")
+    assert ("trustcard_queue_depth", frozenset({("queue", "analysis")})) in scrape(metrics_url)

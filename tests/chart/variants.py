@@ -32,6 +32,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "external-redis": EXTERNAL_REDIS,
     "external-redis-keda": {**EXTERNAL_REDIS, "worker": {"autoscaling": {"mode": "keda"}}},
     "network-policies": {"networkPolicy": {"enabled": True}},
+    "monitoring": {
+        "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}
+    },
     "no-persistence-test-endpoints": {
         "redis": {"persistence": {"enabled": False}},
         "config": {"enableTestEndpoints": True},
