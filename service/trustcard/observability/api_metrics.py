@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from prometheus_client import Counter, Histogram
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Latency buckets in seconds: the API answers in milliseconds; the tail matters up to seconds.
@@ -42,19 +41,14 @@ UNMATCHED_ROUTE = "<unmatched>"
 
 
 def route_template(scope: Scope) -> str:
-    """The matched route's path template (low cardinality), never the raw path."""
+    """The matched route's path template (low cardinality), never the raw path.
+
+    Starlette's router stores the route it matched (fully, or by path only for a 405) in the
+    shared scope; a request no route matched keeps one label.
+    """
     route = scope.get("route")
-    if route is not None and hasattr(route, "path"):
-        template: str = route.path
-        return template
-    app = scope.get("app")
-    router = getattr(app, "router", None)
-    for route in getattr(router, "routes", []):
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            path: str = route.path
-            return path
-    return UNMATCHED_ROUTE
+    template = getattr(route, "path", None)
+    return template if isinstance(template, str) else UNMATCHED_ROUTE
 
 
 class MetricsMiddleware:
