@@ -85,6 +85,7 @@ class ServiceStack:
     worker: Proc | None = None
     api: Proc | None = None
     api_port: int = 0
+    worker_metrics_port: int = 0
 
     @property
     def base_url(self) -> str:
@@ -121,11 +122,16 @@ class ServiceStack:
         wait_until(self._api_up, 30, what="the API to answer")
         return self
 
+    @property
+    def worker_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.worker_metrics_port}/metrics"
+
     def start_worker(self, *extra: str) -> Proc:
+        self.worker_metrics_port = free_port()
         self.worker = Proc(
             "worker",
             trustcard_cmd("worker", "--concurrency", "2", "--without-mingle", *extra),
-            self.env(),
+            {**self.env(), "WORKER_METRICS_PORT": str(self.worker_metrics_port)},
             self.workdir / "worker.log",
         )
         offset = self.worker.log_path.stat().st_size if self.worker.log_path.exists() else 0

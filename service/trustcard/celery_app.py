@@ -8,6 +8,7 @@ from celery import Celery
 
 from trustcard.config import Settings, get_settings
 from trustcard.names import APP_NAME, QUEUE
+from trustcard.observability.worker_server import MetricsServerStep
 from trustcard.worker_health import HeartbeatStep
 
 TASK_MODULES = ["trustcard.tasks.test_tasks"]
@@ -74,6 +75,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_step": 0.2,
             "interval_max": 0.2,
         },
+        # Celery's prefork pool plus per-job metrics and stall-free child recycling.
+        "worker_pool": "trustcard.worker_pool:TaskPool",
         "enable_utc": True,
         # Worker log lines carry the task name and id, so a task can be followed in logs.
         "worker_task_log_format": (
@@ -88,6 +91,8 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     app.conf.update(celery_config(settings or get_settings()))
     # Liveness heartbeat for Kubernetes (a no-op unless WORKER_HEARTBEAT_FILE is set).
     app.steps["consumer"].add(HeartbeatStep)
+    # The worker's /metrics, served by the main process.
+    app.steps["worker"].add(MetricsServerStep)
     return app
 
 

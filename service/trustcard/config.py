@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     REDIS_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=30)] = 1.5
     INSPECT_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=30)] = 1.0
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # `json`: one JSON object per line with trace_id/span_id (what log collectors parse).
+    LOG_FORMAT: Literal["text", "json"] = "text"
+
+    # The worker's own /metrics (task outcomes, runtimes, queue wait); 0 turns it off.
+    WORKER_METRICS_PORT: Annotated[int, Field(ge=0, le=65535)] = 9808
+    # Loopback for local runs; the chart sets 0.0.0.0 so Prometheus can scrape the pod.
+    WORKER_METRICS_HOST: str = "127.0.0.1"
 
     @field_validator("REDIS_URL", "RESULT_BACKEND_URL")
     @classmethod

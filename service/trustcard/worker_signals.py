@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from celery.signals import celeryd_after_setup
+from celery.signals import (
+    before_task_publish,
+    celeryd_after_setup,
+    task_received,
+    task_revoked,
+    worker_process_init,
+    worker_ready,
+    worker_shutting_down,
+)
 from celery.worker import state as worker_state
 
+from trustcard.observability.worker_metrics import PUBLISHED_AT_HEADER, WORKER_METRICS
+from trustcard.observability.worker_server import close_inherited_socket
 from trustcard.task_registry import recent_cancellations
+from trustcard.worker_pool import freeze_parent_heap
 
 log = logging.getLogger(__name__)
 
@@ -30,3 +42,37 @@ def load_cancellations(sender: Any = None, instance: Any = None, **_: Any) -> No
         worker_state.revoked.add(task_id)
     if ids:
         log.info("loaded %d cancelled task ids", len(ids))
+
+
+@before_task_publish.connect
+def stamp_publish_time(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Every publisher using our app stamps the message, so workers can measure queue wait."""
+    if headers is not None:
+        headers.setdefault(PUBLISHED_AT_HEADER, time.time())
+
+
+@task_received.connect
+def count_received(request: Any = None, **_: Any) -> None:
+    WORKER_METRICS.on_received(request.name)
+
+
+@task_revoked.connect
+def count_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+    WORKER_METRICS.on_revoked(getattr(sender, "name", None) or request.task)
+
+
+@worker_ready.connect
+def mark_ready(**_: Any) -> None:
+    WORKER_METRICS.up.set(1)
+    # Start-up garbage is done; freezing it makes the gc.collect() before each fork cheap.
+    freeze_parent_heap()
+
+
+@worker_shutting_down.connect
+def mark_shutting_down(**_: Any) -> None:
+    WORKER_METRICS.up.set(0)
+
+
+@worker_process_init.connect
+def init_pool_child(**_: Any) -> None:
+    close_inherited_socket()
