@@ -147,7 +147,7 @@ def test_rendered_api_worker_probes_and_helm_test_work_together(cluster: Cluster
         wait_until(probe_passes, 60, interval=0.5, what=f"the worker {probe}")
 
     # The rendered config reached the processes (2 pool processes of our prefork pool).
-    assert "concurrency: 2 (worker_pool:TaskPool)" in worker.log()
+    assert "concurrency: 2 (worker_pool)" in worker.log()
 
     # The helm-test pod's command, pointed at the local API instead of the Service.
     test_pod = one(cluster.objects, "Pod")
