@@ -34,12 +34,17 @@ def api(
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
+    from trustcard.observability.logs import configure_logging
+
     settings = _settings_or_exit()
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     uvicorn.run(
         "trustcard.api.main:create_app",
         factory=True,
         host=host,
         port=port,
+        # Our handler (text or JSON, with trace ids) instead of uvicorn's own config.
+        log_config=None,
         log_level=settings.LOG_LEVEL.lower(),
         # Behind an Ingress, trust X-Forwarded-* from the proxy for client addresses and scheme.
         proxy_headers=True,

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from trustcard.observability.tracing import stage_span
+
 # The five stages of the simulated analysis behind test.long_task (names mirror the real pipeline).
 SIMULATED_STAGES = (
     "extract_content",
@@ -41,17 +43,19 @@ def run_simulated_stages(
     started = time.time()
     done: list[dict[str, Any]] = []
     for index, stage in enumerate(stages, start=1):
-        report(
-            Progress(
-                stage=stage,
-                stage_index=index,
-                total_stages=len(stages),
-                percent=round(100 * (index - 1) / len(stages)),
-                started_at=started,
+        # The stage's span covers its progress report (a result-backend write) and its work.
+        with stage_span(stage, index, len(stages)):
+            report(
+                Progress(
+                    stage=stage,
+                    stage_index=index,
+                    total_stages=len(stages),
+                    percent=round(100 * (index - 1) / len(stages)),
+                    started_at=started,
+                )
             )
-        )
-        stage_start = time.monotonic()
-        sleep(stage_seconds)
+            stage_start = time.monotonic()
+            sleep(stage_seconds)
         done.append(
             {"stage": stage, "index": index, "seconds": round(time.monotonic() - stage_start, 3)}
         )

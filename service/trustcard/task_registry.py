@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,10 +28,20 @@ class TaskRecord:
     name: str
     submitted_at: str
     cancelled_at: str | None = None
+    # The submission's trace (W3C hex), so status polls can link to it; None when not tracing.
+    trace_id: str | None = None
+    span_id: str | None = None
 
     @classmethod
-    def new(cls, task_id: str, name: str) -> TaskRecord:
-        return cls(task_id=task_id, name=name, submitted_at=utc_now_iso())
+    def new(cls, task_id: str, name: str, trace: tuple[str, str] | None = None) -> TaskRecord:
+        trace_id, span_id = trace or (None, None)
+        return cls(
+            task_id=task_id,
+            name=name,
+            submitted_at=utc_now_iso(),
+            trace_id=trace_id,
+            span_id=span_id,
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -39,10 +49,14 @@ class TaskRecord:
     @classmethod
     def from_json(cls, raw: bytes | str) -> TaskRecord:
         data: dict[str, Any] = json.loads(raw)
-        return cls(**data)
+        # Records written by another version may carry fields this one does not know.
+        return cls(**{k: v for k, v in data.items() if k in _RECORD_FIELDS})
 
     def cancelled(self) -> TaskRecord:
         return replace(self, cancelled_at=utc_now_iso())
+
+
+_RECORD_FIELDS = frozenset(f.name for f in fields(TaskRecord))
 
 
 def utc_now_iso() -> str:

@@ -50,6 +50,8 @@ class TaskView:
     submitted_at: str | None = None
     finished_at: str | None = None
     cancelled_at: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
 
 
 def readable_error(exc: Any) -> str:
@@ -89,6 +91,8 @@ def build_view(record: TaskRecord, meta: dict[str, Any] | None) -> TaskView:
         if status is TaskStatus.CANCELLED
         else (_iso(done) if status.finished else None),
         cancelled_at=record.cancelled_at,
+        trace_id=record.trace_id,
+        span_id=record.span_id,
     )
 
 

@@ -9,14 +9,19 @@ from typing import Any
 from celery.signals import (
     before_task_publish,
     celeryd_after_setup,
+    setup_logging,
     task_received,
     task_revoked,
     worker_process_init,
+    worker_process_shutdown,
     worker_ready,
     worker_shutting_down,
 )
 from celery.worker import state as worker_state
 
+from trustcard.config import get_settings
+from trustcard.observability.logs import configure_logging
+from trustcard.observability.tracing import instrument_worker_process, shutdown_tracing
 from trustcard.observability.worker_metrics import PUBLISHED_AT_HEADER, WORKER_METRICS
 from trustcard.observability.worker_server import close_inherited_socket
 from trustcard.task_registry import recent_cancellations
@@ -76,3 +81,17 @@ def mark_shutting_down(**_: Any) -> None:
 @worker_process_init.connect
 def init_pool_child(**_: Any) -> None:
     close_inherited_socket()
+    instrument_worker_process()
+
+
+@worker_process_shutdown.connect
+def flush_pool_child(**_: Any) -> None:
+    # A child recycled by max-tasks-per-child exits here: export its buffered spans first.
+    shutdown_tracing()
+
+
+@setup_logging.connect
+def use_our_logging(loglevel: Any = None, **_: Any) -> None:
+    """Replace Celery's log setup: same handler and formats (text or JSON) as the API."""
+    settings = get_settings()
+    configure_logging(loglevel or settings.LOG_LEVEL, settings.LOG_FORMAT)

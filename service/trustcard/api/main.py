@@ -15,6 +15,7 @@ from trustcard.api.routes import health, metrics, tasks, test_tasks
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings, get_settings, redact_url
 from trustcard.observability.api_metrics import MetricsMiddleware
+from trustcard.observability.tracing import flush_tracing, instrument_api
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await resources.aclose()
+            flush_tracing()
 
     app = FastAPI(
         title="TrustCard task service",
@@ -56,4 +58,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.ENABLE_TEST_ENDPOINTS:
         app.include_router(test_tasks.router)
     app.include_router(tasks.router)
+    instrument_api(app)
     return app

@@ -18,6 +18,9 @@ class TaskSubmitted(BaseModel):
     message: str
     task_name: str
     status_url: str
+    trace_id: str | None = Field(
+        None, description="OpenTelemetry trace of this submission (null when tracing is off)"
+    )
 
 
 class TaskProgress(BaseModel):
@@ -40,6 +43,9 @@ class TaskState(BaseModel):
     submitted_at: str | None = None
     finished_at: str | None = None
     cancelled_at: str | None = None
+    trace_id: str | None = Field(
+        None, description="Trace of the submission, publish and run (null when tracing is off)"
+    )
 
 
 class ActiveTasks(BaseModel):

@@ -16,6 +16,7 @@ from trustcard.api.errors import DependencyUnavailable
 from trustcard.api.resources import ApiResources
 from trustcard.config import redact_url
 from trustcard.observability.api_metrics import observe_publish, record_submission_error
+from trustcard.observability.tracing import current_trace_ids
 from trustcard.task_registry import (
     TaskRecord,
     forget_record,
@@ -66,7 +67,8 @@ async def submit(
 ) -> TaskRecord:
     """Record the id, then publish the task on a worker thread (kombu's publish is blocking)."""
     settings = res.settings
-    record = TaskRecord.new(str(uuid.uuid4()), name)
+    # The HTTP span's ids: the publish and the task's run continue this trace.
+    record = TaskRecord.new(str(uuid.uuid4()), name, current_trace_ids())
     try:
         await _guarded(
             "result backend",
@@ -139,7 +141,13 @@ def _decode_meta(backend: Any, task_id: str, raw: bytes | None) -> dict[str, Any
 async def cancel(res: ApiResources, view: TaskView) -> None:
     """Mark the task cancelled (for workers started later) and broadcast a revoke to live ones."""
     settings = res.settings
-    record = TaskRecord(view.task_id, view.name, view.submitted_at or "").cancelled()
+    record = TaskRecord(
+        view.task_id,
+        view.name,
+        view.submitted_at or "",
+        trace_id=view.trace_id,
+        span_id=view.span_id,
+    ).cancelled()
     await _guarded(
         "result backend",
         settings.result_backend_url,

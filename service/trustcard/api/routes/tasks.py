@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Path
 from trustcard.api import task_queue
 from trustcard.api.deps import ResourcesDep
 from trustcard.api.schemas import ActiveTasks, ErrorBody, Responses, TaskCancelled, TaskState
+from trustcard.observability.tracing import link_current_span
 from trustcard.task_status import TaskView
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
@@ -46,6 +47,9 @@ async def list_active_tasks(res: ResourcesDep) -> ActiveTasks:
 async def get_task(task_id: TaskIdPath, res: ResourcesDep) -> TaskState:
     """Status, result or error, and progress of a submitted task."""
     view = await _view_or_404(res, task_id)
+    if view.trace_id and view.span_id:
+        # A poll is its own trace; the link leads from it to the task's.
+        link_current_span(view.trace_id, view.span_id)
     return TaskState(
         task_id=view.task_id,
         status=view.status,
@@ -56,6 +60,7 @@ async def get_task(task_id: TaskIdPath, res: ResourcesDep) -> TaskState:
         submitted_at=view.submitted_at,
         finished_at=view.finished_at,
         cancelled_at=view.cancelled_at,
+        trace_id=view.trace_id,
     )
 
 

@@ -31,6 +31,7 @@ async def _submit(res: ResourcesDep, request: Request, name: str, **kwargs: Any)
         message=f"Task {name} submitted to queue analysis",
         task_name=name,
         status_url=str(request.url_for("get_task", task_id=record.task_id).path),
+        trace_id=record.trace_id,
     )
 
 
