@@ -12,6 +12,7 @@ from celery.signals import (
     setup_logging,
     task_received,
     task_revoked,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
@@ -21,7 +22,11 @@ from celery.worker import state as worker_state
 
 from trustcard.config import get_settings
 from trustcard.observability.logs import configure_logging
-from trustcard.observability.tracing import instrument_worker_process, shutdown_tracing
+from trustcard.observability.tracing import (
+    instrument_worker_process,
+    preload_for_children,
+    shutdown_tracing,
+)
 from trustcard.observability.worker_metrics import PUBLISHED_AT_HEADER, WORKER_METRICS
 from trustcard.observability.worker_server import close_inherited_socket
 from trustcard.task_registry import recent_cancellations
@@ -76,6 +81,11 @@ def mark_ready(**_: Any) -> None:
 @worker_shutting_down.connect
 def mark_shutting_down(**_: Any) -> None:
     WORKER_METRICS.up.set(0)
+
+
+@worker_init.connect
+def prepare_main_process(**_: Any) -> None:
+    preload_for_children()
 
 
 @worker_process_init.connect

@@ -33,7 +33,9 @@ class ContextFilter(logging.Filter):
             record.trace_id = record.span_id = ""
         task = _current_task_request()
         record.task_id, record.task_name = task or ("", "")
-        record.task_prefix = f"{task[1]}[{task[0]}] " if task else ""
+        # Celery's own task lines (received, succeeded, ...) already name the task.
+        named = record.name.startswith("celery.")
+        record.task_prefix = f"{task[1]}[{task[0]}] " if task and not named else ""
         return True
 
 
