@@ -14,7 +14,10 @@ from types import FrameType
 
 import httpx
 
-from trustcard.local_redis import RedisServer, port_in_use
+from trustcard.config import Settings
+from trustcard.local_redis import RedisServer, free_port, port_in_use
+
+DEFAULT_WORKER_METRICS_PORT = Settings.model_fields["WORKER_METRICS_PORT"].default
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -44,6 +47,7 @@ class DevStack:
     concurrency: int
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     stopping: bool = False
+    worker_metrics_port: int = 0
 
     def run(self) -> int:
         if port_in_use(self.host, self.port):
@@ -74,6 +78,11 @@ class DevStack:
         env["RESULT_BACKEND_URL"] = redis.url(1)
         env.setdefault("DATABASE_URL", f"sqlite:///{(self.data_dir / 'trustcard.db').resolve()}")
         env.setdefault("ENABLE_TEST_ENDPOINTS", "true")
+        if "WORKER_METRICS_PORT" not in env:
+            # The documented 9808 unless something (another dev stack) already holds it.
+            taken = port_in_use("127.0.0.1", DEFAULT_WORKER_METRICS_PORT)
+            env["WORKER_METRICS_PORT"] = str(free_port() if taken else DEFAULT_WORKER_METRICS_PORT)
+        self.worker_metrics_port = int(env["WORKER_METRICS_PORT"])
         return env
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
@@ -111,6 +120,8 @@ class DevStack:
             f"  Redis      {redis.url(0)} (broker), {redis.url(1)} (results)\n"
             f"  data       {self.data_dir.resolve()}\n"
             f"  worker     queue analysis, {self.concurrency} processes\n"
+            f"  metrics    {base}/metrics (API), "
+            f"http://127.0.0.1:{self.worker_metrics_port}/metrics (worker)\n"
             f"  try        curl -X POST '{base}/tasks/test/add?x=5&y=3'\n"
             "  stop       Ctrl-C\n",
             flush=True,
