@@ -78,10 +78,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Celery's prefork pool plus per-job metrics and stall-free child recycling.
         "worker_pool": "trustcard.worker_pool:TaskPool",
         "enable_utc": True,
-        # Worker log lines carry the task name and id, so a task can be followed in logs.
-        "worker_task_log_format": (
-            "%(asctime)s %(levelname)s [%(task_name)s(%(task_id)s)] %(message)s"
-        ),
     }
 
 

@@ -55,3 +55,14 @@ def test_task_names_are_stable() -> None:
     app.loader.import_default_modules()
     names = {name for name in app.tasks if not name.startswith("celery.")}
     assert names >= {"test.add", "test.sleep", "test.long_task"}
+
+
+def test_worker_uses_our_pool_and_logging() -> None:
+    from trustcard.celery_app import celery_config
+    from trustcard.config import Settings
+
+    config = celery_config(Settings())
+    # Metrics callbacks and stall-free recycling live in this pool.
+    assert config["worker_pool"] == "trustcard.worker_pool:TaskPool"
+    # Logging is ours (setup_logging receiver), so Celery's task log format would be dead config.
+    assert "worker_task_log_format" not in config
