@@ -89,8 +89,10 @@ class PrometheusServer:
 
     def wait_for_scrapes(self, seconds: float = 3.0) -> None:
         wait_until(
-            lambda: len(self.targets_up()) == len(self.targets)
-            and all(v == 1 for v in self.targets_up().values()),
+            lambda: (
+                len(self.targets_up()) == len(self.targets)
+                and all(v == 1 for v in self.targets_up().values())
+            ),
             30,
             interval=0.5,
             what="every target scraped successfully",
