@@ -78,6 +78,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- if gt (int .Values.worker.autoscaling.minReplicas) (int .Values.worker.autoscaling.maxReplicas) }}
 {{- fail "worker.autoscaling.minReplicas must not exceed worker.autoscaling.maxReplicas" }}
 {{- end }}
+{{- if and .Values.monitoring.podMonitor.enabled (not .Values.worker.metrics.enabled) }}
+{{- fail "monitoring.podMonitor.enabled needs worker.metrics.enabled: with the worker's /metrics off there is nothing to scrape" }}
+{{- end }}
+{{- if and .Values.monitoring.prometheusRule.enabled (not .Values.worker.metrics.enabled) }}
+{{- fail "monitoring.prometheusRule.enabled needs worker.metrics.enabled: the task alerts read the workers' metrics, and without them TrustcardQueueNotConsumed would fire whenever tasks wait" }}
+{{- end }}
 {{- end }}
 
 {{/* Environment shared by api and worker containers (secrets arrive as files, see below). */}}
@@ -87,6 +93,34 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.redis.enabled }}
 - name: REDIS_URL
   value: {{ printf "redis://%s:6379/0" (include "trustcard.redis.fullname" .) | quote }}
+{{- end }}
+{{- end }}
+
+{{/* OpenTelemetry variables of one component: (dict "root" $ "component" "api"); none when tracing.otlpEndpoint is empty. */}}
+{{- define "trustcard.tracingEnv" -}}
+{{- with .root.Values.tracing.otlpEndpoint -}}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: http/protobuf
+- name: OTEL_SERVICE_NAME
+  value: trustcard-{{ $.component }}
+- name: OTEL_TRACES_SAMPLER
+  value: parentbased_traceidratio
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $.root.Values.tracing.samplingRatio | toString | quote }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- $attributes := dict "k8s.namespace.name" $.root.Release.Namespace "k8s.deployment.name" (printf "%s-%s" (include "trustcard.fullname" $.root) $.component) "k8s.container.name" $.component "service.version" (default $.root.Chart.AppVersion $.root.Values.image.tag) }}
+{{- $attributes = merge (deepCopy $.root.Values.tracing.resourceAttributes) $attributes }}
+{{- $pairs := list "k8s.pod.name=$(POD_NAME)" }}
+{{- range $key := keys $attributes | sortAlpha }}
+{{- $pairs = append $pairs (printf "%s=%s" $key (get $attributes $key)) }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $pairs | quote }}
 {{- end }}
 {{- end }}
 
@@ -128,4 +162,18 @@ checkov.io/skip2: CKV_K8S_43=Pinned by tag (the chart appVersion); set image.tag
 {{/* Pod template annotations that roll pods when the config changes. */}}
 {{- define "trustcard.configChecksum" -}}
 checksum/config: {{ include (print .Template.BasePath "/config/configmap.yaml") . | sha256sum }}
+{{- end }}
+
+{{/* `for` and labels of one alert: (dict "root" $ "alert" .Values.monitoring.prometheusRule.alerts.queueDepth). */}}
+{{- define "trustcard.alertMeta" -}}
+for: {{ .alert.for }}
+labels:
+  {{- toYaml (merge (dict "severity" .alert.severity) (deepCopy .root.Values.monitoring.prometheusRule.alertLabels)) | nindent 2 }}
+{{- end }}
+
+{{/* runbook_url annotation of one alert (none without runbookBaseUrl): (dict "root" $ "name" "TrustcardQueueDepthHigh"). */}}
+{{- define "trustcard.alertRunbook" -}}
+{{- with .root.Values.monitoring.prometheusRule.runbookBaseUrl -}}
+runbook_url: {{ printf "%s#%s" . (lower $.name) | quote }}
+{{- end }}
 {{- end }}
