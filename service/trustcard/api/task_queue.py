@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
@@ -31,6 +32,8 @@ T = TypeVar("T")
 
 # Errors that mean "Redis did not answer": redis-py's, kombu's (OSError subclasses) and timeouts.
 UNREACHABLE = (RedisError, OSError, TimeoutError, ConnectionError)
+# A long-poll reads its subscription in slices shorter than REDIS_TIMEOUT_SECONDS' minimum.
+WAIT_SLICE_SECONDS = 1.0
 
 
 async def _guarded(
@@ -112,6 +115,14 @@ async def _forget_quietly(res: ApiResources, task_id: str) -> None:
 
 async def lookup(res: ApiResources, task_id: str) -> TaskView | None:
     """The task's current view, or None if this service never issued the id (or it expired)."""
+    loaded = await _load(res, task_id)
+    return build_view(*loaded) if loaded is not None else None
+
+
+LoadedTask = tuple[TaskRecord, dict[str, Any] | None]
+
+
+async def _load(res: ApiResources, task_id: str) -> LoadedTask | None:
     backend = res.celery.backend
     meta_key = backend.get_key_for_task(task_id).decode()
     settings = res.settings
@@ -123,8 +134,52 @@ async def lookup(res: ApiResources, task_id: str) -> TaskView | None:
     )
     if record is None:
         return None
-    meta = _decode_meta(backend, task_id, raw_meta)
-    return build_view(record, meta)
+    return record, _decode_meta(backend, task_id, raw_meta)
+
+
+async def wait_until_finished(res: ApiResources, task_id: str, seconds: float) -> TaskView | None:
+    """Long-poll: the view as soon as the task is finished, or after `seconds` at the latest.
+
+    Celery's Redis backend PUBLISHes every state it stores on the channel named like the result
+    key; we subscribe before reading the state, so no update can slip between read and wait.
+    """
+    backend = res.celery.backend
+    settings = res.settings
+
+    def guarded(call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        return _guarded(
+            "result backend", settings.result_backend_url, settings.REDIS_TIMEOUT_SECONDS, call
+        )
+
+    pubsub = res.backend.pubsub()
+    try:
+        await guarded(lambda: pubsub.subscribe(backend.get_key_for_task(task_id)))
+        loaded = await _load(res, task_id)
+        if loaded is None:
+            return None
+        record, meta = loaded
+        view = build_view(record, meta)
+        deadline = time.monotonic() + seconds
+        while not view.status.finished:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                # A cancel of a task no worker has seen changes only our record: read it too.
+                return await lookup(res, task_id)
+            read = partial(
+                pubsub.get_message,
+                ignore_subscribe_messages=True,
+                timeout=min(remaining, WAIT_SLICE_SECONDS),
+            )
+            message = await guarded(read)
+            if message is not None and message.get("type") == "message":
+                view = build_view(record, _decode_meta(backend, task_id, message["data"]))
+        return view
+    finally:
+        try:
+            async with asyncio.timeout(settings.REDIS_TIMEOUT_SECONDS):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        except (*UNREACHABLE, TimeoutError):
+            log.debug("could not close the result subscription of %s cleanly", task_id)
 
 
 def _decode_meta(backend: Any, task_id: str, raw: bytes | None) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Query
 
 from trustcard.api import task_queue
 from trustcard.api.deps import ResourcesDep
@@ -15,6 +15,8 @@ from trustcard.task_status import TaskView
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
+# Bounded so a long-poll never outlives proxies' idle timeouts (nginx: 60 s).
+MAX_WAIT_SECONDS = 30
 TaskIdPath = Annotated[uuid.UUID, Path(description="The id returned at submission")]
 NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No task with this id was issued"}}
 UNAVAILABLE: Responses = {
@@ -44,9 +46,27 @@ async def list_active_tasks(res: ResourcesDep) -> ActiveTasks:
 
 
 @router.get("/{task_id}", response_model=TaskState, responses={**NOT_FOUND, **UNAVAILABLE})
-async def get_task(task_id: TaskIdPath, res: ResourcesDep) -> TaskState:
+async def get_task(
+    task_id: TaskIdPath,
+    res: ResourcesDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="Long-poll: wait up to this many seconds for the task to finish "
+            "(completed, failed or cancelled); answers as soon as it does. 0 answers at once.",
+        ),
+    ] = 0,
+) -> TaskState:
     """Status, result or error, and progress of a submitted task."""
-    view = await _view_or_404(res, task_id)
+    if wait > 0:
+        waited = await task_queue.wait_until_finished(res, str(task_id), wait)
+        if waited is None:
+            raise _not_found(str(task_id))
+        view = waited
+    else:
+        view = await _view_or_404(res, task_id)
     if view.trace_id and view.span_id:
         # A poll is its own trace; the link leads from it to the task's.
         link_current_span(view.trace_id, view.span_id)
