@@ -31,9 +31,43 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "external-redis": EXTERNAL_REDIS,
     "external-redis-keda": {**EXTERNAL_REDIS, "worker": {"autoscaling": {"mode": "keda"}}},
-    "network-policies": {"networkPolicy": {"enabled": True}},
+    "network-policies": {
+        "networkPolicy": {
+            "enabled": True,
+            "apiIngressFrom": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}
+            ],
+            "metricsIngressFrom": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                }
+            ],
+        }
+    },
     "monitoring": {
-        "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}
+        "monitoring": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+            "podMonitor": {"enabled": True, "labels": {"release": "kps"}},
+            "prometheusRule": {
+                "enabled": True,
+                "labels": {"release": "kps"},
+                "alertLabels": {"team": "platform"},
+                "runbookBaseUrl": "https://runbooks.example.com/trustcard",
+            },
+            "grafanaDashboard": {"enabled": True, "folder": "TrustCard"},
+        }
+    },
+    "tracing-text-logs-no-worker-metrics": {
+        "tracing": {
+            "otlpEndpoint": "http://otel-collector.observability:4318",
+            "samplingRatio": 0.1,
+            "resourceAttributes": {"deployment.environment": "staging"},
+        },
+        "logging": {"format": "text"},
+        "worker": {"metrics": {"enabled": False}},
+        "networkPolicy": {"enabled": True},
     },
     "no-persistence-test-endpoints": {
         "redis": {"persistence": {"enabled": False}},
