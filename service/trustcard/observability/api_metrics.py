@@ -37,6 +37,11 @@ SUBMISSION_ERRORS = Counter(
     ["cause"],
 )
 
+# Every cause starts at 0, so rate() and alerts see the first error and the series always exist.
+for _dependency in ("broker", "result_backend"):
+    for _kind in ("unavailable", "timeout"):
+        SUBMISSION_ERRORS.labels(f"{_dependency}_{_kind}")
+
 UNMATCHED_ROUTE = "<unmatched>"
 
 
