@@ -60,6 +60,8 @@ CONTRACT: dict[str, Metric] = {
         ("trustcard_task_failed_total", ("task_name", "exception")),
         ("trustcard_task_retried_total", TASK),
         ("trustcard_task_revoked_total", TASK),
+        # Not in the first contract list; the worker exports it (its pool process died mid-task).
+        ("trustcard_task_lost_total", TASK),
     ),
     **_metrics(
         "worker",
