@@ -41,6 +41,7 @@ class Cluster:
         self.redis = RedisServer(data_dir=workdir / "redis", password=self.password)
         self.api_port = free_port()
         self.exporter_port = free_port()
+        self.worker_metrics_port = free_port()
         self.processes: list[Proc] = []
 
     def env_for(self, deployment: str, name: str) -> dict[str, str]:
@@ -72,6 +73,10 @@ class Cluster:
         )
         if "WORKER_HEARTBEAT_FILE" in env:
             env["WORKER_HEARTBEAT_FILE"] = str(self.workdir / "heartbeat")
+        if "WORKER_METRICS_PORT" in env:
+            assert env["WORKER_METRICS_HOST"] == "0.0.0.0"  # scrapable from other pods
+            env["WORKER_METRICS_HOST"] = "127.0.0.1"
+            env["WORKER_METRICS_PORT"] = str(self.worker_metrics_port)
         return env
 
     def args_for(self, deployment: str, name: str) -> list[str]:
@@ -164,6 +169,11 @@ def test_rendered_api_worker_probes_and_helm_test_work_together(cluster: Cluster
     )
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
     assert "ok: test.add(5, 3) = 8" in smoke.stdout
+
+    # The worker, as rendered, serves its /metrics (the PodMonitor's target) and counted the smoke.
+    worker_metrics = scrape(f"http://127.0.0.1:{cluster.worker_metrics_port}/metrics")
+    assert value(worker_metrics, "trustcard_worker_up") == 1
+    assert value(worker_metrics, "trustcard_task_succeeded_total", task_name="test.add") >= 1
 
     # The exporter, as rendered, reads the password-protected Redis and serves the HPA's metric.
     cluster.start("-exporter", "exporter")
