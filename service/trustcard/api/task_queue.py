@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 import uuid
@@ -93,7 +94,7 @@ async def submit(
             "broker",
             settings.broker_url,
             settings.REDIS_TIMEOUT_SECONDS,
-            lambda: run_in_threadpool(publish),
+            lambda: _in_publisher(res, publish),
         )
     except DependencyUnavailable as exc:
         record_submission_error(exc.dependency, exc.timed_out)
@@ -103,6 +104,12 @@ async def submit(
         raise
     observe_publish(name, seconds)
     return record
+
+
+def _in_publisher(res: ApiResources, call: Callable[[], T]) -> Awaitable[T]:
+    """Run a blocking broker call on the publisher threads, keeping the trace context."""
+    context = contextvars.copy_context()
+    return asyncio.get_running_loop().run_in_executor(res.publisher, context.run, call)
 
 
 async def _forget_quietly(res: ApiResources, task_id: str) -> None:
