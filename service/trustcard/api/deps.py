@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from trustcard.api.resources import ApiResources
 
 
-def get_resources(request: Request) -> ApiResources:
+async def get_resources(request: Request) -> ApiResources:
+    # async: FastAPI would run a plain `def` dependency on a worker thread for every request.
     resources: ApiResources = request.app.state.resources
     return resources
 

@@ -30,7 +30,8 @@ async def _submit(res: ResourcesDep, request: Request, name: str, **kwargs: Any)
         task_id=record.task_id,
         message=f"Task {name} submitted to queue analysis",
         task_name=name,
-        status_url=str(request.url_for("get_task", task_id=record.task_id).path),
+        # The route's path, formatted (url_for walks the route table on every submission).
+        status_url=f"{request.scope.get('root_path', '')}/tasks/{record.task_id}",
         trace_id=record.trace_id,
     )
 
