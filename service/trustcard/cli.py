@@ -116,12 +116,16 @@ def smoke(
     api_url: Annotated[str, typer.Option(help="Base URL of the API")] = "http://127.0.0.1:8000",
     health_only: Annotated[bool, typer.Option(help="Only check /health/ready")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the task")] = 60.0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="TRUSTCARD_API_KEY", help="API key when the API requires one"),
+    ] = None,
 ) -> None:
     """Check a running deployment end to end: ready, then test.add(5, 3) == 8."""
     from trustcard.smoke import SmokeFailure, run_smoke
 
     try:
-        for line in run_smoke(api_url, health_only, timeout):
+        for line in run_smoke(api_url, health_only, timeout, api_key):
             typer.echo(f"ok: {line}")
     except (SmokeFailure, httpx.HTTPError) as exc:
         typer.echo(f"smoke test failed: {exc}", err=True)

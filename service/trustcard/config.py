@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     REDIS_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=30)] = 1.5
     INSPECT_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=30)] = 1.0
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Client API keys, comma-separated (a mounted Secret on Kubernetes). Unset: no authentication.
+    API_KEYS: SecretStr | None = None
+    # Requests per second (and burst) per client key, or per address without keys; 0 turns it off.
+    RATE_LIMIT_PER_SECOND: Annotated[float, Field(ge=0)] = 0
+    RATE_LIMIT_BURST: Annotated[int, Field(ge=1)] = 50
+    # Request size limits: bodies (413) and query strings (413).
+    MAX_REQUEST_BODY_BYTES: Annotated[int, Field(ge=1024)] = 1_048_576
+    MAX_QUERY_STRING_BYTES: Annotated[int, Field(ge=256)] = 8192
+
     # `json`: one JSON object per line with trace_id/span_id (what log collectors parse).
     LOG_FORMAT: Literal["text", "json"] = "text"
 
@@ -87,6 +96,13 @@ class Settings(BaseSettings):
                 f"TASK_TIME_LIMIT ({self.TASK_TIME_LIMIT}), or long tasks run twice"
             )
         return self
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        """The configured keys (blank entries ignored); empty means authentication is off."""
+        if self.API_KEYS is None:
+            return ()
+        return tuple(k.strip() for k in self.API_KEYS.get_secret_value().split(",") if k.strip())
 
     @property
     def broker_url(self) -> str:

@@ -36,8 +36,11 @@ def check_add(client: httpx.Client, timeout: float) -> str:
     return f"test.add(5, 3) = 8 (task {task_id})"
 
 
-def run_smoke(api_url: str, health_only: bool, timeout: float) -> list[str]:
-    with httpx.Client(base_url=api_url, timeout=10) as client:
+def run_smoke(
+    api_url: str, health_only: bool, timeout: float, api_key: str | None = None
+) -> list[str]:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=api_url, timeout=10, headers=headers) as client:
         results = [check_ready(client)]
         if not health_only:
             results.append(check_add(client, timeout))

@@ -6,12 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from trustcard import __version__
 from trustcard.api.errors import install_error_handlers
 from trustcard.api.resources import open_resources
 from trustcard.api.routes import health, metrics, tasks, test_tasks
+from trustcard.api.security import QueryStringLimit, RateLimiter, authorize
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings, get_settings, redact_url
 from trustcard.observability.api_metrics import MetricsMiddleware
@@ -39,6 +40,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redact_url(settings.result_backend_url),
             "on" if settings.ENABLE_TEST_ENDPOINTS else "off",
         )
+        log.info(
+            "client authentication %s, rate limit %s",
+            f"on ({len(settings.api_keys)} API keys)" if settings.api_keys else "off",
+            f"{settings.RATE_LIMIT_PER_SECOND:g}/s burst {settings.RATE_LIMIT_BURST} per client"
+            if settings.RATE_LIMIT_PER_SECOND
+            else "off",
+        )
         try:
             yield
         finally:
@@ -50,13 +58,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # 413 for larger request bodies, before anything reads them.
+        max_body_size=settings.MAX_REQUEST_BODY_BYTES,
+    )
+    app.state.rate_limiter = (
+        RateLimiter(settings.RATE_LIMIT_PER_SECOND, settings.RATE_LIMIT_BURST)
+        if settings.RATE_LIMIT_PER_SECOND
+        else None
     )
     install_error_handlers(app)
+    app.add_middleware(QueryStringLimit, max_bytes=settings.MAX_QUERY_STRING_BYTES)
+    # Added last = outermost: it also counts the 413s, 401s and 429s.
     app.add_middleware(MetricsMiddleware)
+    # Probes, scrapes and the OpenAPI document stay open; task routes need a key when keys exist.
     app.include_router(health.router)
     app.include_router(metrics.router)
+    client_routes = [Depends(authorize)]
     if settings.ENABLE_TEST_ENDPOINTS:
-        app.include_router(test_tasks.router)
-    app.include_router(tasks.router)
+        app.include_router(test_tasks.router, dependencies=client_routes)
+    app.include_router(tasks.router, dependencies=client_routes)
     instrument_api(app)
     return app
