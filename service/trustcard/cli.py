@@ -118,14 +118,19 @@ def smoke(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the task")] = 60.0,
     api_key: Annotated[
         str | None,
-        typer.Option(envvar="TRUSTCARD_API_KEY", help="API key when the API requires one"),
+        typer.Option(
+            envvar="TRUSTCARD_API_KEY",
+            help="API key when the API requires one (default: the first of API_KEYS, "
+            "e.g. from TRUSTCARD_SECRETS_DIR as in the chart's helm-test pod)",
+        ),
     ] = None,
 ) -> None:
     """Check a running deployment end to end: ready, then test.add(5, 3) == 8."""
     from trustcard.smoke import SmokeFailure, run_smoke
 
     try:
-        for line in run_smoke(api_url, health_only, timeout, api_key):
+        key = api_key or next(iter(_settings_or_exit().api_keys), None)
+        for line in run_smoke(api_url, health_only, timeout, key):
             typer.echo(f"ok: {line}")
     except (SmokeFailure, httpx.HTTPError) as exc:
         typer.echo(f"smoke test failed: {exc}", err=True)

@@ -182,14 +182,65 @@ class TestExternalRedis:
     def test_no_bundled_redis_and_url_from_the_secret(self) -> None:
         objects = render_chart(EXTERNAL_REDIS)
         assert not by_kind(objects, "StatefulSet")
-        assert not [s for s in by_kind(objects, "Secret")]
+        # No Redis password is generated; only the clients' API key Secret remains.
+        assert [s["metadata"]["name"] for s in by_kind(objects, "Secret")] == [
+            "release-trustcard-api-keys"
+        ]
         api = one(objects, "Deployment", "-api")
         env = env_map(container(api, "api"))
         assert "REDIS_URL" not in env  # it comes as a file from the Secret
         assert env["TRUSTCARD_SECRETS_DIR"] == "/run/secrets/trustcard"
         volume = next(v for v in _pod_spec(api)["volumes"] if v["name"] == "secrets")
-        assert volume["secret"]["secretName"] == "my-redis"
-        assert volume["secret"]["items"] == [{"key": "redis-url", "path": "REDIS_URL"}]
+        redis_source, keys_source = (s["secret"] for s in volume["projected"]["sources"])
+        assert redis_source["name"] == "my-redis"
+        assert redis_source["items"] == [{"key": "redis-url", "path": "REDIS_URL"}]
+        assert keys_source["items"] == [{"key": "api-keys", "path": "API_KEYS"}]
+
+
+class TestApiAuth:
+    def test_api_keys_on_by_default_as_a_file_only_in_api_pods(self) -> None:
+        objects = render_chart()
+        secret = one(objects, "Secret", "-api-keys")
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert len(secret["data"]["api-keys"]) > 40  # base64 of 40 random characters
+        paths = {
+            name: [
+                item["path"]
+                for source in next(
+                    v
+                    for v in _pod_spec(one(objects, "Deployment", name))["volumes"]
+                    if v["name"] == "secrets"
+                )["projected"]["sources"]
+                for item in source["secret"]["items"]
+            ]
+            for name in ("-api", "-worker", "-exporter")
+        }
+        assert paths == {
+            "-api": ["REDIS_PASSWORD", "API_KEYS"],
+            "-worker": ["REDIS_PASSWORD"],
+            "-exporter": ["REDIS_PASSWORD"],
+        }
+        config = one(objects, "ConfigMap", "-config")["data"]
+        assert (config["RATE_LIMIT_PER_SECOND"], config["RATE_LIMIT_BURST"]) == ("20", "40")
+        assert not any("key" in name.lower() for name in config)  # no secret in the ConfigMap
+
+    def test_auth_off_or_existing_secret(self) -> None:
+        off = render_chart({"api": {"auth": {"enabled": False}}})
+        assert not [s for s in by_kind(off, "Secret") if "api-keys" in s["metadata"]["name"]]
+        assert "env" not in one(off, "Pod")["spec"]["containers"][0]
+        mine = render_chart(
+            {"api": {"auth": {"existingSecret": "clients", "existingSecretKey": "k"}}}
+        )
+        assert not [s for s in by_kind(mine, "Secret") if "api-keys" in s["metadata"]["name"]]
+        sources = next(
+            v
+            for v in _pod_spec(one(mine, "Deployment", "-api"))["volumes"]
+            if v["name"] == "secrets"
+        )["projected"]["sources"]
+        assert sources[-1]["secret"] == {
+            "name": "clients",
+            "items": [{"key": "k", "path": "API_KEYS"}],
+        }
 
 
 class TestIngressAndNotes:

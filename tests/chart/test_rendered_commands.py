@@ -63,10 +63,11 @@ class Cluster:
             ]
             if v["name"] == "secrets"
         )
-        secret = one(self.objects, "Secret", volume["secret"]["secretName"])
-        for entry in volume["secret"]["items"]:
-            value = base64.b64decode(secret["data"][entry["key"]]).decode()
-            (secrets_dir / entry["path"]).write_text(value)
+        for source in volume["projected"]["sources"]:
+            secret = one(self.objects, "Secret", source["secret"]["name"])
+            for entry in source["secret"]["items"]:
+                value = base64.b64decode(secret["data"][entry["key"]]).decode()
+                (secrets_dir / entry["path"]).write_text(value)
         env["TRUSTCARD_SECRETS_DIR"] = str(secrets_dir)
         env["REDIS_URL"] = env["REDIS_URL"].replace(
             "release-trustcard-redis:6379", f"127.0.0.1:{self.redis.port}"
@@ -160,6 +161,13 @@ def test_rendered_api_worker_probes_and_helm_test_work_together(cluster: Cluster
         a.replace("http://release-trustcard-api:80", base)
         for a in test_pod["spec"]["containers"][0]["args"]
     ]
+    # Its API key comes as a file from the same Secret as the API's (auth is on by default).
+    pod_env = {e["name"]: e["value"] for e in test_pod["spec"]["containers"][0]["env"]}
+    assert pod_env["TRUSTCARD_SECRETS_DIR"] == "/run/secrets/trustcard"
+    pod_sources = test_pod["spec"]["volumes"][0]["projected"]["sources"]
+    assert [s["secret"]["items"][0]["path"] for s in pod_sources] == ["API_KEYS"]
+    unauthenticated = httpx.post(base + "/tasks/test/add", params={"x": 5, "y": 3}, timeout=5)
+    assert unauthenticated.status_code == 401
     smoke = subprocess.run(
         [TRUSTCARD, *args],
         env=cluster.env_for("-api", "api"),

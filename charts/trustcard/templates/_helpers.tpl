@@ -126,27 +126,45 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Secret volume read by Settings: files named REDIS_PASSWORD, or REDIS_URL (+ RESULT_BACKEND_URL). */}}
 {{- define "trustcard.secretsVolume" -}}
+{{- $root := .root }}
 - name: secrets
-  secret:
+  projected:
     defaultMode: 0400
-    {{- if .Values.redis.enabled }}
-    secretName: {{ include "trustcard.redis.secretName" . }}
-    items:
-      - key: {{ .Values.redis.auth.existingSecretPasswordKey }}
-        path: REDIS_PASSWORD
-    {{- else }}
-    secretName: {{ .Values.externalRedis.existingSecret }}
-    items:
-      - key: {{ .Values.externalRedis.urlKey }}
-        path: REDIS_URL
-      {{- with .Values.externalRedis.resultBackendUrlKey }}
-      - key: {{ . }}
-        path: RESULT_BACKEND_URL
+    sources:
+      {{- if .redis }}
+      {{- if $root.Values.redis.enabled }}
+      - secret:
+          name: {{ include "trustcard.redis.secretName" $root }}
+          items:
+            - key: {{ $root.Values.redis.auth.existingSecretPasswordKey }}
+              path: REDIS_PASSWORD
+      {{- else }}
+      - secret:
+          name: {{ $root.Values.externalRedis.existingSecret }}
+          items:
+            - key: {{ $root.Values.externalRedis.urlKey }}
+              path: REDIS_URL
+            {{- with $root.Values.externalRedis.resultBackendUrlKey }}
+            - key: {{ . }}
+              path: RESULT_BACKEND_URL
+            {{- end }}
       {{- end }}
-    {{- end }}
+      {{- end }}
+      {{- if and .apiKeys $root.Values.api.auth.enabled }}
+      - secret:
+          name: {{ include "trustcard.apiKeys.secretName" $root }}
+          items:
+            - key: {{ $root.Values.api.auth.existingSecretKey }}
+              path: API_KEYS
+      {{- end }}
 {{- end }}
 
-{{/* Where the secrets volume is mounted in api and worker containers. */}}
+{{/* The Secret holding the clients' API keys (generated unless api.auth.existingSecret). */}}
+{{- define "trustcard.apiKeys.secretName" -}}
+{{- default (printf "%s-api-keys" (include "trustcard.fullname" .)) .Values.api.auth.existingSecret }}
+{{- end }}
+
+{{/* Where the secrets volume is mounted (files named like the settings they fill). */}}
 {{- define "trustcard.secretsMount" -}}
 - name: secrets
   mountPath: /run/secrets/trustcard
