@@ -12,7 +12,12 @@ from trustcard import __version__
 from trustcard.api.errors import install_error_handlers
 from trustcard.api.resources import open_resources
 from trustcard.api.routes import health, metrics, tasks, test_tasks
-from trustcard.api.security import QueryStringLimit, RateLimiter, authorize
+from trustcard.api.security import (
+    CLIENT_ROUTE_RESPONSES,
+    QueryStringLimit,
+    RateLimiter,
+    authorize,
+)
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings, get_settings, redact_url
 from trustcard.observability.api_metrics import MetricsMiddleware
@@ -75,7 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     client_routes = [Depends(authorize)]
     if settings.ENABLE_TEST_ENDPOINTS:
-        app.include_router(test_tasks.router, dependencies=client_routes)
-    app.include_router(tasks.router, dependencies=client_routes)
+        app.include_router(
+            test_tasks.router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES
+        )
+    app.include_router(tasks.router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES)
     instrument_api(app)
     return app

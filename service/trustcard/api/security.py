@@ -13,13 +13,21 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trustcard.api.deps import ResourcesDep
+from trustcard.api.schemas import ErrorBody
+
+# Documented on every client route (the OpenAPI document is the contract schemathesis checks).
+CLIENT_ROUTE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or invalid API key (when keys are set)"},
+    413: {"model": ErrorBody, "description": "Query string or body above the size limit"},
+    429: {"model": ErrorBody, "description": "Rate limit of this client exceeded (Retry-After)"},
+}
 
 bearer = HTTPBearer(auto_error=False, description="An API key as a bearer token")
 key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
