@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     # Redelivery delay for a task whose worker died without acking: must exceed the hard limit.
     BROKER_VISIBILITY_TIMEOUT: PositiveSeconds = 600
     RESULT_EXPIRES: PositiveSeconds = 86_400
+    # Celery soft shutdown: on a cold shutdown (SIGQUIT, or SIGTERM with REMAP_SIGTERM=SIGQUIT)
+    # running tasks get this many seconds to finish, then are cancelled and requeued; 0 = off.
+    WORKER_SOFT_SHUTDOWN_TIMEOUT: Annotated[float, Field(ge=0, le=3600)] = 0.0
 
     ENABLE_TEST_ENDPOINTS: bool = True
 
@@ -62,6 +65,16 @@ class Settings(BaseSettings):
     # Loopback for local runs; the chart sets 0.0.0.0 so Prometheus can scrape the pod.
     WORKER_METRICS_HOST: str = "127.0.0.1"
 
+    # Analysis pipeline (trustcard.analysis): which analyzers run (comma list, empty: all) and
+    # the time and size bounds of each step; tests point POST_FETCH_BASE_URL at a local server.
+    ANALYZERS_ENABLED: str = ""
+    ANALYZER_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=600)] = 20.0
+    POST_FETCH_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=120)] = 10.0
+    POST_FETCH_MAX_BYTES: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024
+    MEDIA_FETCH_MAX_BYTES: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    POST_FETCH_BASE_URL: str = "https://www.instagram.com"
+    FETCH_USER_AGENT: str = "TrustCard/0.1 (+https://github.com/trustcard; post analysis)"
+
     @field_validator("REDIS_URL", "RESULT_BACKEND_URL")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
@@ -82,6 +95,20 @@ class Settings(BaseSettings):
         if db and not db.isdigit():
             raise ValueError(f"database must be a number, got {db!r}")
         return value
+
+    @field_validator("POST_FETCH_BASE_URL")
+    @classmethod
+    def _http_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def analyzers_enabled(self) -> frozenset[str] | None:
+        """The analyzer names ANALYZERS_ENABLED lists; None (all) when it is empty or `all`."""
+        names = frozenset(n.strip() for n in self.ANALYZERS_ENABLED.split(",") if n.strip())
+        return None if not names or names == {"all"} else names
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> Self:

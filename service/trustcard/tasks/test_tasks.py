@@ -10,7 +10,12 @@ from celery import Task
 from trustcard.celery_app import celery_app
 from trustcard.progress import Progress, run_simulated_stages
 from trustcard.task_status import PROGRESS_STATE
-from trustcard.tasks.limits import DEFAULT_STAGE_SECONDS, MAX_SLEEP_SECONDS, MAX_STAGE_SECONDS
+from trustcard.tasks.limits import (
+    DEFAULT_STAGE_SECONDS,
+    MAX_ADD_OPERAND,
+    MAX_SLEEP_SECONDS,
+    MAX_STAGE_SECONDS,
+)
 
 
 def _require_number(name: str, value: Any) -> None:
@@ -21,8 +26,11 @@ def _require_number(name: str, value: Any) -> None:
 @celery_app.task(name="test.add")
 def add(x: int, y: int) -> int | float:
     """Add two numbers."""
-    _require_number("x", x)
-    _require_number("y", y)
+    for name, value in (("x", x), ("y", y)):
+        _require_number(name, value)
+        # Same bound as the API: a plain client must not get a result JavaScript rounds.
+        if not -MAX_ADD_OPERAND <= value <= MAX_ADD_OPERAND:
+            raise ValueError(f"{name} must be between -2**53 and 2**53")
     return x + y
 
 

@@ -1,0 +1,115 @@
+"""A worker SIGKILLed mid-task (main process and pool children): nothing lost, no effect twice.
+
+With acks late the killed worker's two running tasks stay in Redis' `unacked` hash; another
+worker's periodic sweep puts them back on the queue once they are older than the visibility
+timeout, so the redelivery delay is that timeout plus at most one sweep interval (10 s).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults import (
+    Worker,
+    deliveries,
+    figures,
+    group_alive,
+    kill_group,
+    start_worker,
+    stop_quietly,
+    successes,
+    unacked_count,
+    wait_all,
+)
+from tests.stack import ServiceStack, submit, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+VISIBILITY_TIMEOUT = 8
+# The settings validator wants soft < hard < visibility timeout.
+SHORT_LIMITS = {
+    "BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+    "TASK_TIME_LIMIT": "6",
+    "TASK_SOFT_TIME_LIMIT": "5",
+}
+TASKS = 12
+SLEEP_SECONDS = 1.5
+
+
+@pytest.fixture
+def short_timeout_stack(tmp_path: Path) -> Iterator[ServiceStack]:
+    stack = ServiceStack(workdir=tmp_path, with_worker=False, env_overrides=SHORT_LIMITS)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+def test_sigkilled_worker_tasks_are_redelivered_and_take_effect_once(
+    short_timeout_stack: ServiceStack,
+) -> None:
+    stack = short_timeout_stack
+    first: Worker | None = None
+    second: Worker | None = None
+    try:
+        first = start_worker(stack, "worker-a")
+        with stack.client() as client:
+            ids = [submit(client, "/tasks/test/sleep", seconds=SLEEP_SECONDS) for _ in range(TASKS)]
+
+            def running() -> list[str]:
+                bodies = {i: client.get(f"/tasks/{i}").json() for i in ids}
+                return [i for i, b in bodies.items() if b["status"] == "processing"]
+
+            in_flight: list[str] = wait_until(
+                lambda: (r := running()) and len(r) == 2 and r, 30, interval=0.05, what="2 running"
+            )
+            kill_group(first.proc)
+            killed_at = time.monotonic()
+            assert not group_alive(first.pid), "a pool child outlived the SIGKILL"
+            # The killed worker's messages are neither acked nor back on the queue yet.
+            assert unacked_count(stack) >= 2
+
+            second = start_worker(stack, "worker-b")
+            redelivered_after: dict[str, float] = {}
+
+            def killed_ones_back() -> bool:
+                received = deliveries([second.log()], "test.sleep") if second else {}
+                for task_id in in_flight:
+                    if received.get(task_id) and task_id not in redelivered_after:
+                        redelivered_after[task_id] = time.monotonic() - killed_at
+                return len(redelivered_after) == len(in_flight)
+
+            wait_until(killed_ones_back, VISIBILITY_TIMEOUT + 25, interval=0.1, what="redelivery")
+            bodies = wait_all(client, ids, {"completed"}, timeout=40, what="every task")
+            recovered = time.monotonic() - killed_at
+
+        assert all(b["result"]["slept_seconds"] >= SLEEP_SECONDS for b in bodies.values())
+        logs = [first.log(), second.log()]
+        effects = successes(logs, "test.sleep")
+        received = deliveries(logs, "test.sleep")
+        assert set(effects) == set(ids)
+        duplicated = [i for i, n in effects.items() if n > 1]
+        assert not duplicated, f"ran to success twice: {duplicated}"
+        # At-least-once: the killed tasks were delivered twice and started twice.
+        assert all(received[i] == 2 for i in in_flight)
+        assert unacked_count(stack) == 0
+        figures(
+            "worker SIGKILL",
+            sent=TASKS,
+            completed=len(bodies),
+            lost=TASKS - len(bodies),
+            duplicated=len(duplicated),
+            redelivered=len(in_flight),
+            started_twice=sum(1 for n in received.values() if n > 1),
+            visibility_timeout_s=VISIBILITY_TIMEOUT,
+            redelivery_delay_s=max(redelivered_after.values()),
+            recovery_seconds=recovered,
+        )
+        # Not before the visibility timeout (no parallel duplicate), at most one sweep later.
+        assert VISIBILITY_TIMEOUT - 2 <= max(redelivered_after.values()) <= VISIBILITY_TIMEOUT + 12
+    finally:
+        stop_quietly(first, second)
