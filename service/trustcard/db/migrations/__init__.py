@@ -1,0 +1,1 @@
+"""Alembic migrations of the trustcard database (run with `trustcard db upgrade`)."""
