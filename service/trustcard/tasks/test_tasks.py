@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from trustcard.celery_app import celery_app
 from trustcard.progress import Progress, run_simulated_stages
@@ -17,10 +19,16 @@ from trustcard.tasks.limits import (
     MAX_STAGE_SECONDS,
 )
 
+log = logging.getLogger(__name__)
+
 
 def _require_number(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+
+
+class StoppedAtSoftTimeLimit(RuntimeError):
+    """test.sleep reached the soft time limit and cleaned up before failing."""
 
 
 @celery_app.task(name="test.add")
@@ -35,13 +43,26 @@ def add(x: int, y: int) -> int | float:
 
 
 @celery_app.task(name="test.sleep")
-def sleep(seconds: float) -> dict[str, float]:
-    """Sleep for 0..60 seconds and report how long it slept."""
-    _require_number("seconds", seconds)
-    if not 0 <= seconds <= MAX_SLEEP_SECONDS:
-        raise ValueError(f"seconds must be between 0 and {MAX_SLEEP_SECONDS}, got {seconds}")
+def sleep(seconds: float, cleanup_seconds: float = 0) -> dict[str, float]:
+    """Sleep for 0..60 seconds and report how long it slept.
+
+    At the soft time limit it spends `cleanup_seconds` cleaning up, then fails saying so;
+    a cleanup that outlasts the hard limit is killed there (the fault tests use both).
+    """
+    for name, value in (("seconds", seconds), ("cleanup_seconds", cleanup_seconds)):
+        _require_number(name, value)
+        if not 0 <= value <= MAX_SLEEP_SECONDS:
+            raise ValueError(f"{name} must be between 0 and {MAX_SLEEP_SECONDS}, got {value}")
     start = time.monotonic()
-    time.sleep(seconds)
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        stopped = time.monotonic() - start
+        log.warning("test.sleep hit the soft time limit after %.1f s; cleaning up", stopped)
+        time.sleep(cleanup_seconds)
+        raise StoppedAtSoftTimeLimit(
+            f"soft time limit reached after {stopped:.1f} s of {seconds:g} s; cleaned up"
+        ) from None
     return {"slept_seconds": round(time.monotonic() - start, 3)}
 
 
