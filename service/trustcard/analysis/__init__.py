@@ -1,0 +1,1 @@
+"""Post analysis: extraction, pluggable analyzers, trust score; no Celery and no database here."""

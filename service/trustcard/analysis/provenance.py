@@ -1,0 +1,402 @@
+"""The ai_generated stage: provenance metadata that generators and editors leave in image files.
+
+What it reads, per image: PNG text chunks (Stable Diffusion web UI `parameters`, ComfyUI
+`prompt`/`workflow`, InvokeAI, NovelAI, Fooocus), EXIF Software / ImageDescription, XMP
+CreatorTool / tiff:Software and IPTC DigitalSourceType, and C2PA manifests (JUMBF in JPEG APP11
+segments, the PNG caBX chunk, the WebP C2PA chunk) with their claim generator when readable.
+The C2PA signature is NOT verified (no trust list here), so a manifest is evidence of what it
+declares, not proof. What it cannot see: metadata stripped by an upload (Instagram re-encodes
+and drops most of it), screenshots, re-encoded or re-saved copies, generators that write nothing,
+invisible watermarks (SynthID and the like). So absence of metadata scores low with low
+confidence: it proves nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import struct
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from xml.etree.ElementTree import Element
+
+import defusedxml.ElementTree as safe_xml  # type: ignore[import-untyped]
+from defusedxml import DefusedXmlException
+from PIL import Image, UnidentifiedImageError
+
+from trustcard.analysis.content import MediaItem, PostContent
+from trustcard.analysis.signals import Signal
+
+AI_GENERATED = "ai_generated"
+QUOTE_CHARS = 160
+
+# Lower-case names found in Software / CreatorTool / claim-generator values of AI tools.
+KNOWN_GENERATORS = (
+    "stable diffusion",
+    "stablediffusion",
+    "automatic1111",
+    "comfyui",
+    "invokeai",
+    "novelai",
+    "midjourney",
+    "dall-e",
+    "dall·e",
+    "dalle",
+    "openai",
+    "chatgpt",
+    "gpt-4o",
+    "adobe firefly",
+    "firefly",
+    "imagen",
+    "gemini",
+    "leonardo.ai",
+    "runway",
+    "stability ai",
+    "sdxl",
+    "flux",
+    "fooocus",
+    "draw things",
+    "diffusionbee",
+    "bing image creator",
+    "ideogram",
+    "craiyon",
+    "nightcafe",
+    "dreamstudio",
+    "playground ai",
+    "grok",
+)
+# PNG text keys written by generators: key -> who writes it.
+GENERATOR_TEXT_KEYS = {
+    "parameters": "Stable Diffusion web UI (AUTOMATIC1111/Forge/Fooocus) generation parameters",
+    "prompt": "ComfyUI prompt graph",
+    "workflow": "ComfyUI workflow",
+    "invokeai_metadata": "InvokeAI metadata",
+    "sd-metadata": "InvokeAI metadata",
+    "dream": "InvokeAI (legacy) dream command",
+    "fooocus_scheme": "Fooocus metadata",
+    "generation_data": "generation metadata",
+}
+# Markers showing a text value really is generation settings, not a coincidental key name.
+_GENERATION_MARKERS = re.compile(
+    r"\b(steps|sampler|cfg scale|seed|negative prompt|class_type|model hash)\b", re.IGNORECASE
+)
+# IPTC digital source types (https://cv.iptc.org/newscodes/digitalsourcetype/): score, confidence.
+SOURCE_TYPES = {
+    "trainedAlgorithmicMedia": (0.97, 0.9, "created by a trained AI model"),
+    "compositeWithTrainedAlgorithmicMedia": (0.75, 0.85, "composite including AI-generated parts"),
+    "compositeSynthetic": (0.6, 0.6, "composite including synthetic parts"),
+    "algorithmicMedia": (0.5, 0.5, "created by an algorithm (not a trained model)"),
+    "digitalCapture": (0.05, 0.4, "declared a camera capture"),
+}
+_SOURCE_TYPE_TEXT = re.compile(
+    rb"digitalsourcetype/(" + b"|".join(k.encode() for k in SOURCE_TYPES) + rb")\b"
+)
+_XMP_PACKET = re.compile(rb"<x:xmpmeta[\s\S]{0,1000000}?</x:xmpmeta>")
+_XMP_FIELDS = ("DigitalSourceType", "CreatorTool", "Software")
+EXIF_SOFTWARE = 0x0131
+EXIF_DESCRIPTION = 0x010E
+EXIF_MAKE = 0x010F
+EXIF_MODEL = 0x0110
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NO_METADATA = (0.1, 0.1)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One piece of provenance metadata: where it was, what it says, what it implies."""
+
+    source: str
+    quote: str
+    meaning: str
+    score: float
+    confidence: float
+
+    def line(self) -> str:
+        return f'{self.source}: "{self.quote}" ({self.meaning})'
+
+
+@dataclass
+class MediaReport:
+    index: int
+    kind: str = ""
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    score: float | None = None
+    confidence: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ProvenanceAnalyzer:
+    """Scores each image by its strongest provenance finding; the post by its worst image."""
+
+    name = AI_GENERATED
+    version = "metadata-1"
+
+    def analyze(self, content: PostContent) -> Signal:
+        reports = [inspect_media(index, item) for index, item in enumerate(content.media, 1)]
+        scored = [r for r in reports if r.score is not None]
+        evidence = [f"media {r.index} ({r.kind}): {line}" for r in reports for line in _lines(r)]
+        data = {"media": [r.as_dict() for r in reports]}
+        if not scored:
+            return Signal(
+                name=self.name,
+                score=None,
+                confidence=0.0,
+                status="unavailable",
+                evidence=evidence,
+                data=data,
+                detail="no image to inspect" if content.media else "the post has no media",
+            )
+        worst = max(scored, key=lambda r: (r.score or 0.0) * r.confidence)
+        assert worst.score is not None
+        return Signal(
+            name=self.name,
+            score=worst.score,
+            confidence=worst.confidence,
+            evidence=evidence,
+            data=data,
+            detail=f"{len(scored)} of {len(reports)} media inspected; worst: media {worst.index}",
+        )
+
+
+def _lines(report: MediaReport) -> list[str]:
+    return [finding.line() for finding in report.findings] + report.notes
+
+
+def inspect_media(index: int, item: MediaItem) -> MediaReport:
+    """The provenance findings of one media item, or a note saying why it was not inspected."""
+    report = MediaReport(index=index, kind=item.content_type or "unknown type")
+    if item.data is None:
+        report.notes.append(item.error or "no bytes to inspect")
+        return report
+    if item.is_video:
+        report.notes.append("video not inspected: this analyzer reads image metadata only")
+        return report
+    data = item.data
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            report.kind = f"{image.format} {image.width}x{image.height}"
+            report.findings.extend(_image_findings(image))
+    except UnidentifiedImageError:
+        report.kind = "not an image"
+        report.notes.append(
+            f"not an image format Pillow reads ({len(data)} bytes starting {data[:16]!r}): "
+            "not inspected"
+        )
+        return report
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+        report.kind = "unreadable image"
+        report.notes.append(f"image could not be read ({type(exc).__name__}: {exc})"[:300])
+        return report
+    report.findings.extend(_c2pa_findings(data))
+    report.findings.extend(_xmp_findings(data))
+    report.findings.extend(_raw_source_type_findings(data, report.findings))
+    _score(report)
+    return report
+
+
+def _score(report: MediaReport) -> None:
+    """Strongest finding's score; agreeing AI findings raise the confidence (capped at 0.95)."""
+    if not report.findings:
+        report.score, report.confidence = NO_METADATA
+        report.notes.append(
+            "no provenance metadata found: absence of provenance proves nothing (uploads, "
+            "screenshots and re-encoding strip it)"
+        )
+        return
+    strongest = max(report.findings, key=lambda f: (f.score, f.confidence))
+    report.score = strongest.score
+    agreeing = [f for f in report.findings if (f.score >= 0.5) == (strongest.score >= 0.5)]
+    doubt = 1.0
+    for finding in agreeing:
+        doubt *= 1.0 - finding.confidence
+    report.confidence = round(min(0.95, 1.0 - doubt), 3)
+
+
+def _image_findings(image: Image.Image) -> Iterator[Finding]:
+    for key, value in _text_entries(image):
+        lower = key.lower()
+        if lower in GENERATOR_TEXT_KEYS:
+            real = bool(_GENERATION_MARKERS.search(value))
+            yield Finding(
+                f"{image.format} text chunk {key!r}",
+                _quote(value),
+                GENERATOR_TEXT_KEYS[lower] + ("" if real else ", without generation settings"),
+                0.95 if real else 0.8,
+                0.85 if real else 0.5,
+            )
+        elif lower in ("software", "comment", "description", "source") and (
+            generator := _generator_named(value)
+        ):
+            yield Finding(
+                f"{image.format} text chunk {key!r}", _quote(value), f"names {generator}", 0.9, 0.75
+            )
+    exif = image.getexif()
+    for tag, label in (
+        (EXIF_SOFTWARE, "EXIF Software"),
+        (EXIF_DESCRIPTION, "EXIF ImageDescription"),
+    ):
+        exif_value = exif.get(tag)
+        if isinstance(exif_value, str) and (generator := _generator_named(exif_value)):
+            yield Finding(label, _quote(exif_value), f"names {generator}", 0.9, 0.75)
+
+
+def _text_entries(image: Image.Image) -> Iterator[tuple[str, str]]:
+    entries: dict[Any, Any] = dict(image.info)
+    if image.format == "PNG":
+        # Text chunks after the pixel data are only read by .text (which decodes the image).
+        with contextlib.suppress(OSError, ValueError, SyntaxError):
+            entries.update(image.text)  # type: ignore[attr-defined]
+    for key, value in entries.items():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        if isinstance(key, str) and isinstance(value, str) and key.lower() != "xml:com.adobe.xmp":
+            yield key, value
+
+
+def _xmp_findings(data: bytes) -> Iterator[Finding]:
+    for packet in _XMP_PACKET.findall(data)[:5]:
+        try:
+            root = safe_xml.fromstring(packet)
+        except (safe_xml.ParseError, DefusedXmlException, ValueError):
+            continue  # the raw search for source types still covers a malformed packet
+        for field_name, value in _xmp_values(root):
+            if field_name == "DigitalSourceType":
+                kind = value.rstrip("/").rsplit("/", 1)[-1]
+                if kind in SOURCE_TYPES:
+                    score, confidence, meaning = SOURCE_TYPES[kind]
+                    yield Finding(
+                        "XMP Iptc4xmpExt:DigitalSourceType", value, meaning, score, confidence
+                    )
+            elif generator := _generator_named(value):
+                yield Finding(f"XMP {field_name}", _quote(value), f"names {generator}", 0.9, 0.75)
+
+
+def _xmp_values(root: Element) -> Iterator[tuple[str, str]]:
+    for element in root.iter():
+        local = element.tag.rsplit("}", 1)[-1]
+        if local in _XMP_FIELDS and element.text and element.text.strip():
+            yield local, element.text.strip()
+        for attribute, value in element.attrib.items():
+            name = attribute.rsplit("}", 1)[-1]
+            if name in _XMP_FIELDS and value.strip():
+                yield name, value.strip()
+
+
+def _raw_source_type_findings(data: bytes, found: list[Finding]) -> Iterator[Finding]:
+    """Source types written outside a parsable XMP packet or C2PA manifest (e.g. broken XMP)."""
+    seen = {f.quote.rstrip("/").rsplit("/", 1)[-1] for f in found}
+    for kind in dict.fromkeys(m.group(1).decode() for m in _SOURCE_TYPE_TEXT.finditer(data)):
+        if kind not in seen:
+            score, confidence, meaning = SOURCE_TYPES[kind]
+            yield Finding("IPTC digital source type in the file", kind, meaning, score, confidence)
+
+
+def _c2pa_findings(data: bytes) -> Iterator[Finding]:
+    manifest = c2pa_manifest_bytes(data)
+    if manifest is None:
+        return
+    generator = claim_generator(manifest)
+    declared = [m.group(1).decode() for m in _SOURCE_TYPE_TEXT.finditer(manifest)]
+    label = "C2PA manifest (signature not verified)"
+    for kind in dict.fromkeys(declared):
+        score, confidence, meaning = SOURCE_TYPES[kind]
+        # An unverified manifest is a declaration, hence a slightly lower confidence.
+        yield Finding(label, kind, meaning, score, round(confidence * 0.9, 3))
+    if generator and (named := _generator_named(generator)):
+        yield Finding(f"{label} claim generator", _quote(generator), f"names {named}", 0.9, 0.7)
+    elif not declared:
+        yield Finding(
+            label,
+            generator or "claim generator unreadable",
+            "content credentials present, declaring no AI source",
+            0.1,
+            0.3,
+        )
+
+
+def c2pa_manifest_bytes(data: bytes) -> bytes | None:
+    """The JUMBF bytes of a C2PA manifest store embedded in a JPEG, PNG or WebP, if any."""
+    if data.startswith(b"\xff\xd8"):
+        payload = b"".join(segment for marker, segment in _jpeg_segments(data) if marker == 0xEB)
+    elif data.startswith(PNG_SIGNATURE):
+        payload = b"".join(body for kind, body in _png_chunks(data) if kind == b"caBX")
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        payload = b"".join(body for kind, body in _riff_chunks(data) if kind == b"C2PA")
+    else:
+        payload = data if b"jumb" in data else b""
+    return payload if b"jumb" in payload and b"c2pa" in payload else None
+
+
+def claim_generator(manifest: bytes) -> str | None:
+    """The claim generator named in the manifest's CBOR claim (v1 field or v2 info name)."""
+    for key in (b"\x6fclaim_generator", b"\x64name"):
+        start = manifest.find(key)
+        if start >= 0:
+            text = _cbor_text(manifest, start + len(key))
+            if text:
+                return text
+    return None
+
+
+def _cbor_text(data: bytes, offset: int) -> str | None:
+    if offset >= len(data):
+        return None
+    head = data[offset]
+    if 0x60 <= head <= 0x77:
+        length, offset = head - 0x60, offset + 1
+    elif head == 0x78 and offset + 1 < len(data):
+        length, offset = data[offset + 1], offset + 2
+    elif head == 0x79 and offset + 2 < len(data):
+        length, offset = struct.unpack(">H", data[offset + 1 : offset + 3])[0], offset + 3
+    else:
+        return None
+    return data[offset : offset + length].decode("utf-8", errors="replace") or None
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
+    offset = 2
+    while offset + 4 <= len(data) and data[offset] == 0xFF:
+        marker = data[offset + 1]
+        if marker == 0xDA:  # start of scan: no more metadata segments
+            return
+        length = struct.unpack(">H", data[offset + 2 : offset + 4])[0]
+        yield marker, data[offset + 4 : offset + 2 + length]
+        offset += 2 + length
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    offset = len(PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        length = struct.unpack(">I", data[offset : offset + 4])[0]
+        kind = data[offset + 4 : offset + 8]
+        yield kind, data[offset + 8 : offset + 8 + length]
+        if kind == b"IEND":
+            return
+        offset += 12 + length
+
+
+def _riff_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    offset = 12
+    while offset + 8 <= len(data):
+        kind = data[offset : offset + 4]
+        length = struct.unpack("<I", data[offset + 4 : offset + 8])[0]
+        yield kind, data[offset + 8 : offset + 8 + length]
+        offset += 8 + length + (length & 1)
+
+
+def _generator_named(value: str) -> str | None:
+    lower = value.lower()
+    for name in KNOWN_GENERATORS:
+        if re.search(rf"(?<![a-z0-9]){re.escape(name)}(?![a-z0-9])", lower):
+            return name
+    return None
+
+
+def _quote(value: str) -> str:
+    flat = " ".join(value.split())
+    return flat if len(flat) <= QUOTE_CHARS else flat[: QUOTE_CHARS - 1] + "…"
