@@ -140,15 +140,17 @@ class TestSecurity:
     def test_every_pod_is_locked_down(self) -> None:
         objects = render_chart({"config": {"enableTestEndpoints": True}})
         pods = [
-            (obj, _pod_spec(obj)) for obj in objects if obj["kind"] in {"Deployment", "StatefulSet"}
+            (obj, _pod_spec(obj))
+            for obj in objects
+            if obj["kind"] in {"Deployment", "StatefulSet", "Job"}
         ]
         pods += [(obj, obj["spec"]) for obj in by_kind(objects, "Pod")]
-        assert len(pods) == 5
+        assert len(pods) == 7  # api, worker, exporter, redis, postgresql, migrate, helm test
         for obj, spec in pods:
             assert spec["automountServiceAccountToken"] is False, obj["metadata"]["name"]
             assert spec["securityContext"]["runAsNonRoot"] is True
             assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-            for item in spec["containers"]:
+            for item in spec["containers"] + spec.get("initContainers", []):
                 context = item["securityContext"]
                 assert context["readOnlyRootFilesystem"] is True
                 assert context["allowPrivilegeEscalation"] is False
@@ -181,17 +183,20 @@ class TestSecurity:
 class TestExternalRedis:
     def test_no_bundled_redis_and_url_from_the_secret(self) -> None:
         objects = render_chart(EXTERNAL_REDIS)
-        assert not by_kind(objects, "StatefulSet")
-        # No Redis password is generated; only the clients' API key Secret remains.
-        assert [s["metadata"]["name"] for s in by_kind(objects, "Secret")] == [
-            "release-trustcard-api-keys"
+        assert [s["metadata"]["name"] for s in by_kind(objects, "StatefulSet")] == [
+            "release-trustcard-postgresql"
+        ]
+        # No Redis password is generated; the API keys' and the bundled database's Secrets remain.
+        assert sorted(s["metadata"]["name"] for s in by_kind(objects, "Secret")) == [
+            "release-trustcard-api-keys",
+            "release-trustcard-database",
         ]
         api = one(objects, "Deployment", "-api")
         env = env_map(container(api, "api"))
         assert "REDIS_URL" not in env  # it comes as a file from the Secret
         assert env["TRUSTCARD_SECRETS_DIR"] == "/run/secrets/trustcard"
         volume = next(v for v in _pod_spec(api)["volumes"] if v["name"] == "secrets")
-        redis_source, keys_source = (s["secret"] for s in volume["projected"]["sources"])
+        redis_source, _database, keys_source = (s["secret"] for s in volume["projected"]["sources"])
         assert redis_source["name"] == "my-redis"
         assert redis_source["items"] == [{"key": "redis-url", "path": "REDIS_URL"}]
         assert keys_source["items"] == [{"key": "api-keys", "path": "API_KEYS"}]
@@ -216,8 +221,8 @@ class TestApiAuth:
             for name in ("-api", "-worker", "-exporter")
         }
         assert paths == {
-            "-api": ["REDIS_PASSWORD", "API_KEYS"],
-            "-worker": ["REDIS_PASSWORD"],
+            "-api": ["REDIS_PASSWORD", "DATABASE_URL", "API_KEYS"],
+            "-worker": ["REDIS_PASSWORD", "DATABASE_URL"],
             "-exporter": ["REDIS_PASSWORD"],
         }
         config = one(objects, "ConfigMap", "-config")["data"]

@@ -84,6 +84,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and .Values.monitoring.prometheusRule.enabled (not .Values.worker.metrics.enabled) }}
 {{- fail "monitoring.prometheusRule.enabled needs worker.metrics.enabled: the task alerts read the workers' metrics, and without them TrustcardQueueNotConsumed would fire whenever tasks wait" }}
 {{- end }}
+{{- if and .Values.database.bundled.enabled .Values.database.external.existingSecret }}
+{{- fail "database.external.existingSecret is set but database.bundled.enabled is true: choose one (set database.bundled.enabled=false to use the external database)" }}
+{{- end }}
+{{- if and (not .Values.database.bundled.enabled) (not .Values.database.external.existingSecret) }}
+{{- fail "no database: set database.external.existingSecret (a Secret holding the DATABASE_URL under database.external.key), or database.bundled.enabled=true for the bundled PostgreSQL" }}
+{{- end }}
 {{- end }}
 
 {{/* Environment shared by api and worker containers (secrets arrive as files, see below). */}}
@@ -124,7 +130,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Secret volume read by Settings: files named REDIS_PASSWORD, or REDIS_URL (+ RESULT_BACKEND_URL). */}}
+{{/* Secret volume read by Settings: files named REDIS_PASSWORD, or REDIS_URL (+ RESULT_BACKEND_URL), DATABASE_URL, API_KEYS. */}}
 {{- define "trustcard.secretsVolume" -}}
 {{- $root := .root }}
 - name: secrets
@@ -149,6 +155,13 @@ app.kubernetes.io/component: {{ .component }}
               path: RESULT_BACKEND_URL
             {{- end }}
       {{- end }}
+      {{- end }}
+      {{- if .database }}
+      - secret:
+          name: {{ include "trustcard.database.urlSecretName" $root }}
+          items:
+            - key: {{ include "trustcard.database.urlKey" $root }}
+              path: DATABASE_URL
       {{- end }}
       {{- if and .apiKeys $root.Values.api.auth.enabled }}
       - secret:
@@ -194,4 +207,57 @@ labels:
 {{- with .root.Values.monitoring.prometheusRule.runbookBaseUrl -}}
 runbook_url: {{ printf "%s#%s" . (lower $.name) | quote }}
 {{- end }}
+{{- end }}
+
+
+{{/* Name of the bundled PostgreSQL Service / StatefulSet. */}}
+{{- define "trustcard.database.fullname" -}}
+{{- printf "%s-postgresql" (include "trustcard.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The Secret the DATABASE_URL file comes from: the generated one (bundled) or the user's (external). */}}
+{{- define "trustcard.database.urlSecretName" -}}
+{{- if .Values.database.bundled.enabled }}
+{{- printf "%s-database" (include "trustcard.fullname" .) }}
+{{- else }}
+{{- .Values.database.external.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/* Key of the URL in that Secret. */}}
+{{- define "trustcard.database.urlKey" -}}
+{{- if .Values.database.bundled.enabled }}database-url{{ else }}{{ .Values.database.external.key }}{{ end }}
+{{- end }}
+
+{{/* Init container of api and worker pods: wait until `trustcard db check` reports the schema at head,
+so a fresh install waits for the migration Job instead of crash-looping. */}}
+{{- define "trustcard.database.waitForSchema" -}}
+- name: wait-for-schema
+  image: {{ include "trustcard.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command:
+    - sh
+    - -c
+    - |
+      deadline=$(( $(date +%s) + {{ .Values.database.migrations.waitTimeoutSeconds }} ))
+      until trustcard db check; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+          echo "the database schema is not at head after {{ .Values.database.migrations.waitTimeoutSeconds }} s: see the migration Job's logs" >&2
+          exit 1
+        fi
+        sleep 5
+      done
+  env:
+    - name: TRUSTCARD_SECRETS_DIR
+      value: /run/secrets/trustcard
+    - name: LOG_FORMAT
+      value: {{ .Values.logging.format | quote }}
+  resources:
+    {{- toYaml .Values.database.migrations.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.containerSecurityContext | nindent 4 }}
+  volumeMounts:
+    - name: tmp
+      mountPath: /tmp
+    {{- include "trustcard.secretsMount" . | nindent 4 }}
 {{- end }}
