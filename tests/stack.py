@@ -70,6 +70,17 @@ class Proc:
             self.process.wait()
 
 
+def upgrade_database(url: str) -> None:
+    """`trustcard db upgrade` on `url`, so the processes' start-up schema check passes."""
+    subprocess.run(
+        trustcard_cmd("db", "upgrade"),
+        env={**os.environ, "DATABASE_URL": url},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
 def trustcard_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "trustcard", *args]
 
@@ -110,6 +121,8 @@ class ServiceStack:
     def start(self) -> ServiceStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(data_dir=self.workdir / "redis").start()
+        # API and worker refuse a database whose schema is not at head: migrate it first.
+        upgrade_database(self.env()["DATABASE_URL"])
         if self.with_worker:
             self.start_worker()
         self.api_port = free_port()

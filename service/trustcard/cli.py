@@ -11,11 +11,14 @@ import httpx
 import typer
 
 from trustcard.config import ConfigError, Settings, get_settings
+from trustcard.db.cli import claims_cli, db_cli, require_schema_at_head
 from trustcard.names import QUEUE
 
 cli = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help=__doc__
 )
+cli.add_typer(db_cli, name="db")
+cli.add_typer(claims_cli, name="claims")
 
 
 def _settings_or_exit() -> Settings:
@@ -24,6 +27,14 @@ def _settings_or_exit() -> Settings:
     except ConfigError as exc:
         typer.echo(f"trustcard: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _schema_at_head_or_exit(settings: Settings) -> None:
+    """API and worker refuse to start on a database without the current schema."""
+    problem = require_schema_at_head(settings.DATABASE_URL)
+    if problem is not None:
+        typer.echo(f"trustcard: {problem}", err=True)
+        raise typer.Exit(1)
 
 
 @cli.command()
@@ -37,6 +48,7 @@ def api(
     from trustcard.observability.logs import configure_logging
 
     settings = _settings_or_exit()
+    _schema_at_head_or_exit(settings)
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     uvicorn.run(
         "trustcard.api.main:create_app",
@@ -74,6 +86,7 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
 def worker(ctx: typer.Context) -> None:
     """Exec the Celery worker on queue `analysis` (extra arguments go to `celery worker`)."""
     settings = _settings_or_exit()
+    _schema_at_head_or_exit(settings)
     argv = worker_argv(settings, list(ctx.args))
     # exec, not a child: on Kubernetes SIGTERM must reach Celery itself for a warm shutdown.
     os.execv(argv[0], argv)  # noqa: S606 - argv is built here, no shell involved
@@ -146,7 +159,10 @@ def dev(
     ] = Path(".trustcard"),
     concurrency: Annotated[int, typer.Option(help="Worker pool processes")] = 2,
 ) -> None:
-    """Run everything locally: embedded Redis, one worker and the API; Ctrl-C stops all."""
+    """Run everything locally: embedded Redis, one worker and the API; Ctrl-C stops all.
+
+    The database (DATABASE_URL, else a SQLite file in the data directory) is upgraded first.
+    """
     from trustcard.dev import DevStack, PortTaken
 
     _settings_or_exit()

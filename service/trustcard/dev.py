@@ -62,6 +62,7 @@ class DevStack:
         try:
             redis.start()
             env = self._child_env(redis)
+            self._upgrade_database(env["DATABASE_URL"])
             self._spawn("worker", ["worker", "--concurrency", str(self.concurrency)], env)
             self._spawn("api", ["api", "--host", self.host, "--port", str(self.port)], env)
             if self._wait_api_ready():
@@ -84,6 +85,18 @@ class DevStack:
             env["WORKER_METRICS_PORT"] = str(free_port() if taken else DEFAULT_WORKER_METRICS_PORT)
         self.worker_metrics_port = int(env["WORKER_METRICS_PORT"])
         return env
+
+    def _upgrade_database(self, url: str) -> None:
+        """`trustcard dev` migrates its database itself; API and worker only check it."""
+        from trustcard.db import migrate
+        from trustcard.db.engine import create_db_engine
+
+        engine = create_db_engine(url)
+        try:
+            migrate.upgrade(engine)
+            print(f"trustcard dev: {migrate.schema_status(engine).describe()}", flush=True)
+        finally:
+            engine.dispose()
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         # Own session: Ctrl-C reaches only us, and we stop children in order (API, worker, Redis).
