@@ -4,9 +4,11 @@ Matching is lexical, on purpose simple enough to explain in one paragraph: both 
 normalised (Unicode NFKD without accents, case-folded, punctuation, URLs and '#'/'@' removed,
 English stop words dropped, a crude suffix stemmer so "vaccines contain" equals "vaccine
 contains"); the claim's token sequence is compared with every window of the caption of about the
-claim's length by difflib's ratio (2 * matching tokens / total tokens, order-aware). The best
-window's ratio is the similarity; MATCH_THRESHOLD decides a match. Consequence: one changed key
-word in a three-word claim (ratio 0.67) is not a match, an inflection or an extra word is. What
+claim's length. A window's similarity is the lower of difflib's ratio (2 * matching tokens /
+total tokens, order-aware) and the share of the claim's tokens it matched, so a window can
+neither skip a key word nor bury the claim in other words. The best window's similarity counts;
+MATCH_THRESHOLD decides a match. Consequence: one changed or missing key word in a three-word
+claim (0.67) is not a match; an inflection, or one inserted word (0.86), is. What
 it cannot see: negation and sarcasm (a caption debunking a claim matches it too), paraphrase with
 other words, other languages, and any claim not in the table.
 """
@@ -137,7 +139,8 @@ def _best_window(claim_tokens: list[str], caption_tokens: list[str]) -> tuple[fl
             matcher.set_seq1(window)
             if matcher.real_quick_ratio() <= best[0] or matcher.quick_ratio() <= best[0]:
                 continue
-            ratio = matcher.ratio()
-            if ratio > best[0]:
-                best = (ratio, window)
+            matched = sum(block.size for block in matcher.get_matching_blocks())
+            similarity = min(2 * matched / (size + len(window)), matched / size)
+            if similarity > best[0]:
+                best = (similarity, window)
     return best

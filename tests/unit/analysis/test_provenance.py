@@ -1,0 +1,175 @@
+"""The ai_generated analyzer on image files the tests generate with Pillow."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.analysis.images import (
+    IPTC_AI,
+    IPTC_COMPOSITE,
+    SD_PARAMETERS,
+    c2pa_jumbf,
+    clean_jpeg,
+    jpeg,
+    jpeg_with_c2pa,
+    png_with_c2pa,
+    png_with_text,
+    xmp_packet,
+)
+from trustcard.analysis.content import MediaItem, PostContent
+from trustcard.analysis.provenance import ProvenanceAnalyzer, claim_generator, inspect_media
+from trustcard.analysis.signals import Signal
+
+URL = "https://www.instagram.com/p/CxYz123AbCd/"
+
+
+def _analyze(*items: MediaItem) -> Signal:
+    return ProvenanceAnalyzer().analyze(PostContent.from_caption(URL, "", list(items)))
+
+
+def _image(data: bytes, content_type: str = "image/jpeg") -> MediaItem:
+    return MediaItem(url=None, data=data, content_type=content_type)
+
+
+def test_stable_diffusion_parameters_chunk_is_quoted() -> None:
+    signal = _analyze(_image(png_with_text(parameters=SD_PARAMETERS), "image/png"))
+
+    assert signal.status == "ok"
+    assert signal.score == 0.95
+    assert signal.confidence == 0.85
+    assert signal.evidence[0].startswith("media 1 (PNG 64x48): PNG text chunk 'parameters'")
+    assert "Steps: 20, Sampler: Euler a" in signal.evidence[0]
+
+
+def test_comfyui_prompt_graph_is_recognised() -> None:
+    graph = '{"3": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 20}}}'
+    signal = _analyze(_image(png_with_text(prompt=graph, workflow="{}"), "image/png"))
+
+    assert signal.score == 0.95
+    assert "ComfyUI prompt graph" in " ".join(signal.evidence)
+    # Two agreeing findings are surer than one.
+    assert signal.confidence > 0.85
+
+
+def test_a_parameters_key_without_generation_settings_counts_less() -> None:
+    signal = _analyze(_image(png_with_text(parameters="exposure +1"), "image/png"))
+
+    assert signal.score == 0.8
+    assert signal.confidence == 0.5
+
+
+def test_xmp_digital_source_type_trained_algorithmic_media() -> None:
+    signal = _analyze(_image(jpeg(xmp=xmp_packet(IPTC_AI))))
+
+    assert signal.score == 0.97
+    assert signal.confidence == 0.9
+    assert IPTC_AI in signal.evidence[0]
+    assert "created by a trained AI model" in signal.evidence[0]
+
+
+def test_composite_with_ai_parts_and_the_editor_named() -> None:
+    signal = _analyze(
+        _image(jpeg(xmp=xmp_packet(IPTC_COMPOSITE, "Adobe Photoshop 25.0 (Windows)")))
+    )
+
+    assert signal.score == 0.75
+    assert "composite including AI-generated parts" in signal.evidence[0]
+
+
+def test_xmp_creator_tool_naming_a_generator() -> None:
+    signal = _analyze(_image(jpeg(xmp=xmp_packet(creator_tool="Midjourney v6"))))
+
+    assert signal.score == 0.9
+    assert 'XMP CreatorTool: "Midjourney v6" (names midjourney)' in signal.evidence[0]
+
+
+def test_exif_software_naming_a_generator() -> None:
+    signal = _analyze(_image(jpeg(software="DALL-E 3")))
+
+    assert signal.score == 0.9
+    assert 'EXIF Software: "DALL-E 3"' in signal.evidence[0]
+
+
+def test_exif_software_of_an_ordinary_editor_is_no_finding() -> None:
+    signal = _analyze(_image(jpeg(software="GIMP 2.10.36")))
+
+    assert signal.score == 0.1
+    assert signal.confidence == 0.1
+
+
+def test_clean_photo_scores_low_with_low_confidence() -> None:
+    signal = _analyze(_image(clean_jpeg()))
+
+    assert signal.status == "ok"
+    assert signal.score == 0.1
+    assert signal.confidence == 0.1
+    assert "absence of provenance proves nothing" in signal.evidence[0]
+
+
+@pytest.mark.parametrize("container", [jpeg_with_c2pa, png_with_c2pa])
+def test_c2pa_manifest_with_an_ai_claim_generator(container: object) -> None:
+    data = container(c2pa_jumbf("Adobe Firefly 2.0"))  # type: ignore[operator]
+
+    signal = _analyze(_image(data))
+
+    assert signal.score == 0.9
+    assert "C2PA manifest (signature not verified) claim generator" in signal.evidence[0]
+    assert '"Adobe Firefly 2.0"' in signal.evidence[0]
+
+
+def test_c2pa_manifest_declaring_ai_source_type() -> None:
+    signal = _analyze(_image(jpeg_with_c2pa(c2pa_jumbf("ChatGPT", IPTC_AI))))
+
+    assert signal.score == 0.97
+    assert signal.confidence >= 0.9  # source type and generator agree
+    assert "trainedAlgorithmicMedia" in signal.evidence[0]
+
+
+def test_c2pa_manifest_of_a_camera_lowers_the_score_a_little() -> None:
+    signal = _analyze(_image(png_with_c2pa(c2pa_jumbf("Leica M11 c2pa/1.0"))))
+
+    assert signal.score == 0.1
+    assert signal.confidence == 0.3
+    assert "content credentials present, declaring no AI source" in signal.evidence[0]
+
+
+def test_claim_generator_of_a_v2_claim_info() -> None:
+    manifest = b"jumb....c2pa....\x74claim_generator_info\x81\xa1\x64name\x67Gemini!"
+    assert claim_generator(manifest) == "Gemini!"
+
+
+def test_non_image_bytes_are_a_note_and_the_other_media_still_count() -> None:
+    signal = _analyze(
+        _image(b"%PDF-1.7 not an image at all", "image/jpeg"),
+        _image(png_with_text(parameters=SD_PARAMETERS), "image/png"),
+    )
+
+    assert signal.status == "ok"
+    assert signal.score == 0.95
+    assert signal.detail == "1 of 2 media inspected; worst: media 2"
+    assert signal.evidence[0].startswith("media 1 (not an image): not an image format")
+    assert "b'%PDF-1.7" in signal.evidence[0]
+
+
+def test_only_non_images_make_the_signal_unavailable() -> None:
+    signal = _analyze(
+        _image(b"hello", "text/plain"),
+        MediaItem("https://cdn.example/v.mp4", None, "video/mp4", error="not fetched: HTTP 404"),
+    )
+
+    assert signal.status == "unavailable"
+    assert signal.score is None
+    assert signal.detail == "no image to inspect"
+    assert "not fetched: HTTP 404" in signal.evidence[1]
+
+
+def test_no_media_at_all() -> None:
+    assert _analyze().detail == "the post has no media"
+
+
+def test_truncated_image_is_reported_not_raised() -> None:
+    data = png_with_text(parameters=SD_PARAMETERS)
+    report = inspect_media(1, _image(data[:40], "image/png"))
+
+    assert report.score is None
+    assert report.notes
