@@ -66,6 +66,15 @@ def render_chart(
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+def render_notes(values: dict[str, Any] | None = None, release: str = "release") -> str:
+    """NOTES.txt as `helm install` prints it (client-side dry run: no cluster needed)."""
+    args = ["install", release, str(CHART), "--namespace", "trustcard", "--dry-run=client"]
+    result = _helm(args, values)
+    if result.returncode != 0:
+        raise RenderError(result.stderr.strip())
+    return result.stdout.partition("\nNOTES:\n")[2]
+
+
 def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [obj for obj in objects if obj["kind"] == kind]
 

@@ -28,6 +28,36 @@ def test_local_cluster_values_render_and_validate(values_file: str) -> None:
     assert one(objects, "ConfigMap", "-config")["data"]["ENABLE_TEST_ENDPOINTS"] == "true"
 
 
+def test_production_values_use_the_external_database_and_a_migration_hook() -> None:
+    objects = render_chart(_load(K8S / "values-production.yaml"))
+    for obj in objects:
+        if "monitoring.coreos.com" not in obj["apiVersion"]:
+            kubernetes_validate.validate(obj, "1.35", strict=True)
+    assert not [
+        o
+        for o in objects
+        if o["kind"] in {"StatefulSet", "Secret"} and "-postgresql" in o["metadata"]["name"]
+    ]
+    job = one(objects, "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    sources = job["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+    assert sources == [
+        {
+            "secret": {
+                "name": "trustcard-db",
+                "items": [{"key": "database-url", "path": "DATABASE_URL"}],
+            }
+        }
+    ]
+
+
+@pytest.mark.parametrize("values_file", ["values-kind.yaml", "values-minikube.yaml"])
+def test_local_cluster_values_bundle_postgres(values_file: str) -> None:
+    postgres = one(render_chart(_load(K8S / values_file)), "StatefulSet", "-postgresql")
+    claim = postgres["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+
+
 def test_keda_values_layer_on_top_of_kind() -> None:
     values = _load(K8S / "values-kind.yaml")
     values["worker"].update(_load(K8S / "values-keda.yaml")["worker"])

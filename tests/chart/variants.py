@@ -9,6 +9,13 @@ EXTERNAL_REDIS: dict[str, Any] = {
     "externalRedis": {"existingSecret": "my-redis", "address": "redis.example:6379"},
 }
 
+EXTERNAL_DATABASE: dict[str, Any] = {
+    "database": {
+        "bundled": {"enabled": False},
+        "external": {"existingSecret": "trustcard-db", "key": "url"},
+    },
+}
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "autoscaling-keda": {"worker": {"autoscaling": {"mode": "keda"}}},
@@ -67,6 +74,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
         },
         "logging": {"format": "text"},
         "worker": {"metrics": {"enabled": False}},
+        "networkPolicy": {"enabled": True},
+    },
+    "external-database": EXTERNAL_DATABASE,
+    "external-database-external-redis-network-policies": {
+        **EXTERNAL_DATABASE,
+        **EXTERNAL_REDIS,
+        "networkPolicy": {"enabled": True},
+    },
+    "database-ephemeral-no-migrations": {
+        "database": {
+            "bundled": {
+                "persistence": {"enabled": False},
+                "podLabels": {"team": "data"},
+                "nodeSelector": {"kubernetes.io/os": "linux"},
+            },
+            "migrations": {"enabled": False},
+        },
         "networkPolicy": {"enabled": True},
     },
     "no-persistence-test-endpoints": {
