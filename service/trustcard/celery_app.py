@@ -11,9 +11,10 @@ from trustcard.names import APP_NAME, QUEUE
 from trustcard.observability.worker_server import MetricsServerStep
 from trustcard.worker_health import HeartbeatStep
 
-TASK_MODULES = ["trustcard.tasks.test_tasks"]
+TASK_MODULES = ["trustcard.tasks.test_tasks", "trustcard.tasks.analysis_tasks"]
 # Our backend subclass (see celery_backend.py), selected by Celery's `<class>+<url>` form.
 BACKEND_CLASS = "trustcard.celery_backend:TrustcardRedisBackend"
+CHECKED_TASK_CLASS = "trustcard.tasks.message_checks:CheckedTask"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -88,7 +89,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
     """Build the Celery app from settings (the module-level app uses the environment)."""
-    app = Celery(APP_NAME, include=TASK_MODULES)
+    # Every task checks the shape of its messages before Celery unpacks them (message_checks).
+    app = Celery(APP_NAME, include=TASK_MODULES, task_cls=CHECKED_TASK_CLASS)
     app.conf.update(celery_config(settings or get_settings()))
     # Liveness heartbeat for Kubernetes (a no-op unless WORKER_HEARTBEAT_FILE is set).
     app.steps["consumer"].add(HeartbeatStep)
