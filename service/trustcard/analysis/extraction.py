@@ -183,7 +183,7 @@ def _download_media(
             url,
             None,
             content_type,
-            error=f"not fetched: no answer within {limits.timeout_seconds:g} s",
+            error=f"not fetched: no complete answer within {limits.timeout_seconds:g} s",
         )
     except httpx.HTTPError as exc:
         return MediaItem(url, None, content_type, error=f"not fetched: {type(exc).__name__}: {exc}")

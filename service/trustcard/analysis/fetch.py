@@ -76,7 +76,8 @@ def fetch_page(client: httpx.Client, url: str, limits: FetchLimits) -> Download:
         raise ExtractionError("too_large", f"post page {url}: {exc}") from None
     except httpx.TimeoutException:
         raise ExtractionError(
-            "unreachable", f"post page {url}: no answer within {limits.timeout_seconds:g} s"
+            "unreachable",
+            f"post page {url}: no complete answer within {limits.timeout_seconds:g} s",
         ) from None
     except httpx.HTTPError as exc:
         raise ExtractionError("unreachable", f"post page {url}: {_describe(exc)}") from None

@@ -18,6 +18,8 @@ class Route:
     content_type: str = "text/html; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    # Seconds between 256-byte pieces of the body (a server that trickles its answer).
+    drip: float = 0.0
 
 
 class PostSite:
@@ -42,7 +44,12 @@ class PostSite:
                     for name, value in route.headers.items():
                         self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(route.body)
+                    if not route.drip:
+                        self.wfile.write(route.body)
+                    for start in range(0, len(route.body) if route.drip else 0, 256):
+                        self.wfile.write(route.body[start : start + 256])
+                        self.wfile.flush()
+                        time.sleep(route.drip)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout and size tests)
 

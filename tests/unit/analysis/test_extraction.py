@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from html import escape
 
 import pytest
@@ -139,9 +140,19 @@ def test_oversized_page_is_refused(site: PostSite) -> None:
 def test_slow_page_times_out(site: PostSite) -> None:
     site.routes[f"/p/{SHORTCODE}/"] = Route(body=og_page(site, "late"), delay=1.5)
 
-    with pytest.raises(ExtractionError, match=r"no answer within 0\.3 s") as caught:
+    with pytest.raises(ExtractionError, match=r"no complete answer within 0\.3 s") as caught:
         extract_fetched(POST_URL, site.base_url, _limits(site, timeout_seconds=0.3))
     assert caught.value.reason == "unreachable"
+
+
+def test_page_trickling_in_slower_than_the_timeout_is_cut_off(site: PostSite) -> None:
+    # Every piece arrives well within the read timeout; the whole body does not.
+    site.routes[f"/p/{SHORTCODE}/"] = Route(body=og_page(site, "x" * 3000), drip=0.1)
+
+    started = time.monotonic()
+    with pytest.raises(ExtractionError, match=r"no complete answer within 0\.5 s"):
+        extract_fetched(POST_URL, site.base_url, _limits(site, timeout_seconds=0.5))
+    assert time.monotonic() - started < 1.5
 
 
 def test_non_html_page_is_refused(site: PostSite) -> None:
