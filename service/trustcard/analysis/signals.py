@@ -9,6 +9,7 @@ the built-ins. An analyzer may set a `weight` attribute (default 1.0) for the tr
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -196,6 +197,11 @@ class _AnalyzerRun:
             return self._signal(
                 "failed", f"returned {type(outcome).__name__}, not a Signal", seconds
             )
+        try:
+            json.dumps({"evidence": outcome.evidence, "data": outcome.data}, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            # Results are stored as JSON: a plug-in's odd value must not fail the whole analysis.
+            return self._signal("failed", f"signal is not JSON-serialisable ({exc})", seconds)
         # The analyzer's registered name wins, so results line up with configuration.
         return replace(outcome, name=self.name, version=self.version, seconds=seconds)
 

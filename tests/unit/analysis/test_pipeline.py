@@ -13,6 +13,7 @@ from tests.unit.analysis.images import SD_PARAMETERS, clean_jpeg, png_with_text
 from trustcard.analysis.claims import Claim
 from trustcard.analysis.content import InvalidPostUrl
 from trustcard.analysis.pipeline import PipelineConfig, StageProgress, run_pipeline
+from trustcard.analysis.signals import Signal
 from trustcard.analysis.supplied import SuppliedContent
 from trustcard.config import Settings
 
@@ -151,3 +152,41 @@ def test_config_from_settings() -> None:
     assert config.post_base_url == "http://127.0.0.1:8080"
     assert config.fetch_limits().trusted_hosts == frozenset({"127.0.0.1"})
     assert PipelineConfig.from_settings(Settings()).enabled is None
+
+
+class _BytesInData:
+    name = "odd"
+    version = "1"
+
+    def analyze(self, content: object) -> Signal:
+        return Signal(self.name, 0.5, 0.5, data={"raw": b"\x00"})
+
+
+class _Raises:
+    name = "raises"
+    version = "1"
+
+    def analyze(self, content: object) -> Signal:
+        raise RuntimeError("model file missing")
+
+
+def test_failing_and_unstorable_plugins_are_recorded_as_failed() -> None:
+    plugins = [
+        EntryPoint("odd", f"{__name__}:_BytesInData", "trustcard.analyzers"),
+        EntryPoint("raises", f"{__name__}:_Raises", "trustcard.analyzers"),
+    ]
+    result = run_pipeline(
+        URL,
+        _supplied("moon landing was faked"),
+        claims=CLAIMS,
+        config=PipelineConfig(plugins=plugins),
+    )
+
+    stages = {stage.name: stage for stage in result.stages}
+    assert stages["odd"].status == "failed"
+    assert "not JSON-serialisable" in stages["odd"].detail
+    assert stages["raises"].status == "failed"
+    assert stages["raises"].detail == "RuntimeError: model file missing"
+    assert stages["fact_check"].status == "ok"
+    assert result.trust.missing_signals == ["ai_generated", "deepfake", "odd", "raises"]
+    json.dumps(result.as_dict(), allow_nan=False)
