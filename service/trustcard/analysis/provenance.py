@@ -4,6 +4,7 @@ What it reads, per image: PNG text chunks (Stable Diffusion web UI `parameters`,
 `prompt`/`workflow`, InvokeAI, NovelAI, Fooocus), EXIF Software / ImageDescription, XMP
 CreatorTool / tiff:Software and IPTC DigitalSourceType, and C2PA manifests (JUMBF in JPEG APP11
 segments, the PNG caBX chunk, the WebP C2PA chunk) with their claim generator when readable.
+Bytes Pillow cannot open (video, HEIC) are searched for embedded XMP and C2PA only.
 The C2PA signature is NOT verified (no trust list here), so a manifest is evidence of what it
 declares, not proof. What it cannot see: metadata stripped by an upload (Instagram re-encodes
 and drops most of it), screenshots, re-encoded or re-saved copies, generators that write nothing,
@@ -173,30 +174,43 @@ def inspect_media(index: int, item: MediaItem) -> MediaReport:
     if item.data is None:
         report.notes.append(item.error or "no bytes to inspect")
         return report
-    if item.is_video:
-        report.notes.append("video not inspected: this analyzer reads image metadata only")
-        return report
     data = item.data
     try:
         with Image.open(io.BytesIO(data)) as image:
             report.kind = f"{image.format} {image.width}x{image.height}"
             report.findings.extend(_image_findings(image))
     except UnidentifiedImageError:
-        report.kind = "not an image"
-        report.notes.append(
-            f"not an image format Pillow reads ({len(data)} bytes starting {data[:16]!r}): "
-            "not inspected"
-        )
-        return report
+        return _inspect_other_format(report, item, data)
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         report.kind = "unreadable image"
         report.notes.append(f"image could not be read ({type(exc).__name__}: {exc})"[:300])
         return report
-    report.findings.extend(_c2pa_findings(data))
-    report.findings.extend(_xmp_findings(data))
-    report.findings.extend(_raw_source_type_findings(data, report.findings))
+    report.findings.extend(_embedded_findings(data))
     _score(report)
     return report
+
+
+def _inspect_other_format(report: MediaReport, item: MediaItem, data: bytes) -> MediaReport:
+    """Bytes Pillow cannot open (video, HEIC, not media at all): only embedded XMP/C2PA count."""
+    report.findings.extend(_embedded_findings(data))
+    if report.findings:
+        report.kind = f"{item.content_type or 'unrecognised format'}, {len(data)} bytes"
+        report.notes.append("not an image Pillow reads: only embedded XMP and C2PA were searched")
+        _score(report)
+    elif item.is_video:
+        report.notes.append("video without embedded XMP or C2PA: its frames are not inspected")
+    else:
+        report.kind = "not an image"
+        report.notes.append(
+            f"not an image format Pillow reads ({len(data)} bytes starting {data[:16]!r}), "
+            "and no embedded XMP or C2PA: not inspected"
+        )
+    return report
+
+
+def _embedded_findings(data: bytes) -> list[Finding]:
+    findings = [*_c2pa_findings(data), *_xmp_findings(data)]
+    return findings + list(_raw_source_type_findings(data, findings))
 
 
 def _score(report: MediaReport) -> None:

@@ -103,3 +103,21 @@ def png_with_c2pa(jumbf: bytes) -> bytes:
     chunk += struct.pack(">I", zlib.crc32(b"caBX" + jumbf) & 0xFFFFFFFF)
     iend = plain.rindex(b"IEND") - 4
     return plain[:iend] + chunk + plain[iend:]
+
+
+def webp(*, xmp: bytes | None = None) -> bytes:
+    out = io.BytesIO()
+    if xmp is None:
+        _picture().save(out, "WEBP")
+    else:
+        _picture().save(out, "WEBP", xmp=xmp)
+    return out.getvalue()
+
+
+def mp4_with_c2pa(jumbf: bytes | None) -> bytes:
+    """The start of an MP4 (ftyp box) with the manifest in a uuid box, as C2PA stores it in BMFF."""
+    ftyp = struct.pack(">I", 24) + b"ftypisom" + b"\x00\x00\x02\x00" + b"isomiso2"
+    if jumbf is None:
+        return ftyp + struct.pack(">I", 16) + b"free" + b"\x00" * 8
+    uuid_box = b"uuid" + bytes.fromhex("d8fec3d61b0e483c92975828877ec481") + b"\x00" * 4 + jumbf
+    return ftyp + struct.pack(">I", 4 + len(uuid_box)) + uuid_box

@@ -12,8 +12,10 @@ from tests.unit.analysis.images import (
     clean_jpeg,
     jpeg,
     jpeg_with_c2pa,
+    mp4_with_c2pa,
     png_with_c2pa,
     png_with_text,
+    webp,
     xmp_packet,
 )
 from trustcard.analysis.content import MediaItem, PostContent
@@ -173,3 +175,35 @@ def test_truncated_image_is_reported_not_raised() -> None:
 
     assert report.score is None
     assert report.notes
+
+
+def test_webp_with_xmp_source_type() -> None:
+    signal = _analyze(_image(webp(xmp=xmp_packet(IPTC_AI)), "image/webp"))
+
+    assert signal.score == 0.97
+    assert signal.evidence[0].startswith("media 1 (WEBP 64x48): XMP Iptc4xmpExt:DigitalSourceType")
+
+
+def test_video_with_a_c2pa_manifest_is_read_without_decoding_frames() -> None:
+    video = mp4_with_c2pa(c2pa_jumbf("OpenAI Sora", IPTC_AI))
+
+    signal = _analyze(_image(video, "video/mp4"))
+
+    assert signal.status == "ok"
+    assert signal.score == 0.97
+    evidence = " ".join(signal.evidence)
+    assert f"media 1 (video/mp4, {len(video)} bytes)" in evidence
+    assert "only embedded XMP and C2PA were searched" in evidence
+
+
+def test_video_without_provenance_is_not_scored() -> None:
+    signal = _analyze(_image(mp4_with_c2pa(None), "video/mp4"))
+
+    assert signal.status == "unavailable"
+    assert "its frames are not inspected" in signal.evidence[0]
+
+
+def test_declared_content_type_does_not_decide_what_is_inspected() -> None:
+    signal = _analyze(_image(png_with_text(parameters=SD_PARAMETERS), "video/mp4"))
+
+    assert signal.score == 0.95
