@@ -1,7 +1,9 @@
-"""The chart's commands are real: run the rendered api, worker, probes and helm-test pod locally.
+"""The chart's commands are real: run the rendered migration Job, init containers, api, worker,
+probes and helm-test pod locally, against a real Redis and a real PostgreSQL (or SQLite).
 
-Only what a cluster provides is swapped: service hostnames and ports become loopback ones, and
-mounted paths (/run/secrets/trustcard, /tmp) become temporary directories.
+Only what a cluster provides is swapped: service hostnames and ports become loopback ones, the
+bundled database's URL becomes a scratch database's, and mounted paths (/run/secrets/trustcard,
+/tmp) become temporary directories.
 """
 
 from __future__ import annotations
@@ -9,20 +11,27 @@ from __future__ import annotations
 import base64
 import os
 import re
+import shutil
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from tests.chart.helm import ROOT, container, one, render_chart
 from tests.metrics_text import scrape, value
+from tests.postgres_server import admin_dsn, find_bindir, scratch_database
 from tests.stack import Proc, wait_until
 from trustcard.local_redis import RedisServer, free_port
 
 TRUSTCARD = str(Path(sys.executable).parent / "trustcard")
+# What the rendered Secret's DATABASE_URL points at (the bundled PostgreSQL's Service).
+RENDERED_DATABASE = "@release-trustcard-postgresql:5432/trustcard"
 
 
 def test_the_image_entrypoint_is_trustcard() -> None:
@@ -33,9 +42,12 @@ def test_the_image_entrypoint_is_trustcard() -> None:
 class Cluster:
     """The rendered objects plus the local stand-ins for what Kubernetes would provide."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(
+        self, workdir: Path, database_url: str, values: dict[str, Any] | None = None
+    ) -> None:
         self.workdir = workdir
-        self.objects = render_chart({"config": {"enableTestEndpoints": True}})
+        self.database_url = database_url
+        self.objects = render_chart({"config": {"enableTestEndpoints": True}, **(values or {})})
         secret = one(self.objects, "Secret", "-redis")
         self.password = base64.b64decode(secret["data"]["redis-password"]).decode()
         self.redis = RedisServer(data_dir=workdir / "redis", password=self.password)
@@ -44,10 +56,15 @@ class Cluster:
         self.worker_metrics_port = free_port()
         self.processes: list[Proc] = []
 
-    def env_for(self, deployment: str, name: str) -> dict[str, str]:
+    def env_for(self, deployment: str, name: str, kind: str = "Deployment") -> dict[str, str]:
         """The container's environment as Kubernetes would build it, with local paths/hosts."""
-        spec = container(one(self.objects, "Deployment", deployment), name)
-        env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1"}
+        workload = one(self.objects, kind, deployment)
+        pod = workload["spec"]["template"]["spec"]
+        spec = next(
+            c for c in pod["containers"] + pod.get("initContainers", []) if c["name"] == name
+        )
+        # The image's PATH has `trustcard` (scripts of init containers call it by name).
+        env = {"PATH": f"{Path(TRUSTCARD).parent}:{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"}
         for source in spec.get("envFrom", []):
             config = one(self.objects, "ConfigMap", source["configMapRef"]["name"])
             env.update(config["data"])
@@ -56,22 +73,19 @@ class Cluster:
             env[item["name"]] = item["value"]
         secrets_dir = self.workdir / f"secrets-{name}"
         secrets_dir.mkdir(exist_ok=True)
-        volume = next(
-            v
-            for v in one(self.objects, "Deployment", deployment)["spec"]["template"]["spec"][
-                "volumes"
-            ]
-            if v["name"] == "secrets"
-        )
+        volume = next(v for v in pod["volumes"] if v["name"] == "secrets")
         for source in volume["projected"]["sources"]:
             secret = one(self.objects, "Secret", source["secret"]["name"])
             for entry in source["secret"]["items"]:
                 value = base64.b64decode(secret["data"][entry["key"]]).decode()
+                if entry["path"] == "DATABASE_URL":
+                    value = self.local_database(value)
                 (secrets_dir / entry["path"]).write_text(value)
         env["TRUSTCARD_SECRETS_DIR"] = str(secrets_dir)
-        env["REDIS_URL"] = env["REDIS_URL"].replace(
-            "release-trustcard-redis:6379", f"127.0.0.1:{self.redis.port}"
-        )
+        if "REDIS_URL" in env:
+            env["REDIS_URL"] = env["REDIS_URL"].replace(
+                "release-trustcard-redis:6379", f"127.0.0.1:{self.redis.port}"
+            )
         if "WORKER_HEARTBEAT_FILE" in env:
             env["WORKER_HEARTBEAT_FILE"] = str(self.workdir / "heartbeat")
         if "WORKER_METRICS_PORT" in env:
@@ -79,6 +93,21 @@ class Cluster:
             env["WORKER_METRICS_HOST"] = "127.0.0.1"
             env["WORKER_METRICS_PORT"] = str(self.worker_metrics_port)
         return env
+
+    def local_database(self, rendered: str) -> str:
+        """The rendered URL (user, generated password, Service, database) -> the local one."""
+        password = base64.b64decode(
+            one(self.objects, "Secret", "-database")["data"]["postgres-password"]
+        ).decode()
+        assert rendered == f"postgresql+psycopg://trustcard:{password}{RENDERED_DATABASE}"
+        return self.database_url
+
+    def script(self, kind: str, workload: str, name: str) -> list[str]:
+        """An init container's `sh -c` command line, as rendered."""
+        pod = one(self.objects, kind, workload)["spec"]["template"]["spec"]
+        command: list[str] = next(c for c in pod["initContainers"] if c["name"] == name)["command"]
+        assert command[:2] == ["sh", "-c"]
+        return command
 
     def args_for(self, deployment: str, name: str) -> list[str]:
         args: list[str] = container(one(self.objects, "Deployment", deployment), name)["args"]
@@ -103,13 +132,121 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    local = Cluster(Path(tmp_path_factory.mktemp("rendered")))
+def postgres_url() -> Iterator[str]:
+    """A scratch database on the running PostgreSQL, or on a throwaway one."""
+    with admin_dsn() as admin, scratch_database(admin) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[Cluster]:
+    local = Cluster(Path(tmp_path_factory.mktemp("rendered")), postgres_url)
     local.redis.start()
     try:
         yield local
     finally:
         local.stop()
+
+
+def _pg_isready() -> str:
+    found = shutil.which("pg_isready")
+    bindir = find_bindir()
+    if found is None and bindir is not None and (bindir / "pg_isready").is_file():
+        found = str(bindir / "pg_isready")
+    if found is None:
+        message = "pg_isready not found: install Debian's postgresql-client"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def _migrate(cluster: Cluster) -> None:
+    """The rendered migration Job: its wait for PostgreSQL, then its `trustcard db upgrade`."""
+    job = one(cluster.objects, "Job")
+    local = urlsplit(cluster.database_url)
+    wait = cluster.script("Job", "-migrate-1", "wait-for-postgresql")
+    script = wait[2].replace(
+        "pg_isready --host release-trustcard-postgresql --port 5432",
+        f"{_pg_isready()} --host {local.hostname} --port {local.port}",
+    )
+    assert script != wait[2]
+    waited = subprocess.run(
+        ["sh", "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert "accepting connections" in waited.stdout
+    args = container(job, "migrate")["args"]
+    migrated = subprocess.run(
+        [TRUSTCARD, *args],
+        env=cluster.env_for("-migrate-1", "migrate", kind="Job"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+
+
+def test_init_containers_wait_for_the_migration_job_on_postgres(cluster: Cluster) -> None:
+    """A fresh install: api and worker init containers block until the Job has migrated."""
+    waiting = {
+        name: subprocess.Popen(
+            cluster.script("Deployment", f"-{name}", "wait-for-schema"),
+            env=cluster.env_for(f"-{name}", "wait-for-schema"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("api", "worker")
+    }
+    try:
+        time.sleep(3)
+        for name, process in waiting.items():
+            assert process.poll() is None, f"{name} did not wait: {process.communicate()[0]}"
+        _migrate(cluster)
+        for name, process in waiting.items():
+            output = process.communicate(timeout=30)[0]
+            assert process.returncode == 0, f"{name}: {output}"
+            # It said why it waited (no schema yet), then that the schema is at head.
+            assert "database schema is empty (no migrations applied)" in output, output
+            assert output.rstrip().splitlines()[-1].startswith("database schema is at head")
+    finally:
+        for process in waiting.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_init_container_gives_up_readably_and_the_job_migrates_sqlite(tmp_path: Path) -> None:
+    """waitTimeoutSeconds bounds the wait; the same rendered commands work on SQLite."""
+    sqlite = Cluster(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'trustcard.db'}",
+        {"database": {"migrations": {"waitTimeoutSeconds": 10}}},
+    )
+    command = sqlite.script("Deployment", "-worker", "wait-for-schema")
+    env = sqlite.env_for("-worker", "wait-for-schema")
+    started = time.monotonic()
+    gave_up = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert gave_up.returncode == 1
+    assert 10 <= time.monotonic() - started < 30
+    assert "not at head after 10 s: see the migration Job's logs" in gave_up.stderr
+    migrated = subprocess.run(
+        [TRUSTCARD, *container(one(sqlite.objects, "Job"), "migrate")["args"]],
+        env=sqlite.env_for("-migrate-1", "migrate", kind="Job"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    passed = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert passed.returncode == 0, passed.stdout + passed.stderr
 
 
 def _probe_command(cluster: Cluster, probe: str) -> list[str]:
@@ -120,8 +257,9 @@ def _probe_command(cluster: Cluster, probe: str) -> list[str]:
 
 
 def test_rendered_api_worker_probes_and_helm_test_work_together(cluster: Cluster) -> None:
-    import subprocess
-
+    # The api and worker refuse a database whose schema is not at head: the Job runs first
+    # (again, when the test above ran: `db upgrade` at head changes nothing).
+    _migrate(cluster)
     api = cluster.start("-api", "api")
     worker = cluster.start("-worker", "worker")
     base = f"http://127.0.0.1:{cluster.api_port}"
