@@ -92,7 +92,8 @@ SOURCE_TYPES = {
     "digitalCapture": (0.05, 0.4, "declared a camera capture"),
 }
 _SOURCE_TYPE_TEXT = re.compile(
-    rb"digitalsourcetype/(" + b"|".join(k.encode() for k in SOURCE_TYPES) + rb")\b"
+    # No word boundary at the end: in CBOR the next key follows without a separator.
+    rb"digitalsourcetype/(" + b"|".join(k.encode() for k in SOURCE_TYPES) + rb")"
 )
 _XMP_PACKET = re.compile(rb"<x:xmpmeta[\s\S]{0,1000000}?</x:xmpmeta>")
 _XMP_FIELDS = ("DigitalSourceType", "CreatorTool", "Software")
@@ -101,6 +102,9 @@ EXIF_DESCRIPTION = 0x010E
 EXIF_MAKE = 0x010F
 EXIF_MODEL = 0x0110
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# CBOR-encoded keys (text header byte 0x60 + length) naming the software behind a manifest.
+_AGENT_KEYS = (b"\x6fclaim_generator", b"\x74claim_generator_info", b"\x6dsoftwareAgent")
+_CBOR_NAME_KEY = b"\x64name"
 NO_METADATA = (0.1, 0.1)
 
 
@@ -314,19 +318,20 @@ def _c2pa_findings(data: bytes) -> Iterator[Finding]:
     manifest = c2pa_manifest_bytes(data)
     if manifest is None:
         return
-    generator = claim_generator(manifest)
+    agents = c2pa_agents(manifest)
     declared = [m.group(1).decode() for m in _SOURCE_TYPE_TEXT.finditer(manifest)]
     label = "C2PA manifest (signature not verified)"
     for kind in dict.fromkeys(declared):
         score, confidence, meaning = SOURCE_TYPES[kind]
         # An unverified manifest is a declaration, hence a slightly lower confidence.
         yield Finding(label, kind, meaning, score, round(confidence * 0.9, 3))
-    if generator and (named := _generator_named(generator)):
-        yield Finding(f"{label} claim generator", _quote(generator), f"names {named}", 0.9, 0.7)
-    elif not declared:
+    ai_agents = [(agent, named) for agent in agents if (named := _generator_named(agent))]
+    for agent, named in ai_agents[:2]:
+        yield Finding(f"{label} generator", _quote(agent), f"names {named}", 0.9, 0.7)
+    if not declared and not ai_agents:
         yield Finding(
             label,
-            generator or "claim generator unreadable",
+            _quote("; ".join(agents)) if agents else "claim generator unreadable",
             "content credentials present, declaring no AI source",
             0.1,
             0.3,
@@ -346,15 +351,39 @@ def c2pa_manifest_bytes(data: bytes) -> bytes | None:
     return payload if b"jumb" in payload and b"c2pa" in payload else None
 
 
+def c2pa_agents(manifest: bytes) -> list[str]:
+    """Claim generators and action software agents the manifest's CBOR names, in order.
+
+    C2PA 1.x writes them as text, 2.x as maps with a "name"; the claim generator comes first.
+    """
+    names: list[str] = []
+    for key in _AGENT_KEYS:
+        for found in re.finditer(re.escape(key), manifest):
+            text = _cbor_text(manifest, found.end()) or _cbor_map_name(manifest, found.end())
+            if text:
+                names.append(text)
+    return list(dict.fromkeys(names))
+
+
 def claim_generator(manifest: bytes) -> str | None:
-    """The claim generator named in the manifest's CBOR claim (v1 field or v2 info name)."""
-    for key in (b"\x6fclaim_generator", b"\x64name"):
+    """The claim generator the manifest names (1.x claim_generator or 2.x info name)."""
+    for key in _AGENT_KEYS[:2]:
         start = manifest.find(key)
         if start >= 0:
-            text = _cbor_text(manifest, start + len(key))
+            text = _cbor_text(manifest, start + len(key)) or _cbor_map_name(
+                manifest, start + len(key)
+            )
             if text:
                 return text
     return None
+
+
+def _cbor_map_name(data: bytes, offset: int) -> str | None:
+    """The "name" of a CBOR map (or array of maps) starting at offset."""
+    if offset >= len(data) or not 0x80 <= data[offset] <= 0xBF:
+        return None
+    found = data.find(_CBOR_NAME_KEY, offset, offset + 16)
+    return None if found < 0 else _cbor_text(data, found + len(_CBOR_NAME_KEY))
 
 
 def _cbor_text(data: bytes, offset: int) -> str | None:

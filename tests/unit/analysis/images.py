@@ -14,6 +14,7 @@ SD_PARAMETERS = (
     "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1234, Size: 64x64, Model hash: 6ce0161689"
 )
 IPTC_AI = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+IPTC_CAPTURE = "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"
 IPTC_COMPOSITE = (
     "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 )
@@ -69,20 +70,29 @@ def clean_jpeg() -> bytes:
     return out.getvalue()
 
 
-def c2pa_jumbf(claim_generator: str, source_type: str | None = None) -> bytes:
-    """A minimal JUMBF superbox labelled c2pa holding a CBOR claim_generator field.
+def _cbor_text(text: str) -> bytes:
+    raw = text.encode()
+    return (bytes([0x60 + len(raw)]) if len(raw) < 24 else b"\x78" + bytes([len(raw)])) + raw
 
-    Not a signed manifest: enough structure for presence and claim-generator reading.
+
+def c2pa_jumbf(claim_generator: str, source_type: str | None = None, *, version: int = 1) -> bytes:
+    """A minimal JUMBF superbox labelled c2pa holding a CBOR claim and actions.
+
+    Not a signed manifest: enough structure for presence, generator and source-type reading,
+    laid out as C2PA writes it (1.x: claim_generator text; 2.x: claim_generator_info map).
     """
-    generator = claim_generator.encode()
-    cbor = b"\xa2\x6fclaim_generator" + bytes([0x60 + len(generator)]) + generator
+    if version == 1:
+        cbor = b"\xa2" + _cbor_text("claim_generator") + _cbor_text(claim_generator)
+    else:  # an indefinite-length map, as c2pa-rs 0.5x writes claim_generator_info
+        cbor = b"\xa2" + _cbor_text("claim_generator_info") + b"\xbf" + _cbor_text("name")
+        cbor += _cbor_text(claim_generator) + _cbor_text("version") + _cbor_text("1.0") + b"\xff"
     if source_type:
-        url = source_type.encode()
-        cbor += b"\x71digitalSourceType\x78" + bytes([len(url)]) + url
+        # The next key follows the value directly, as in a real actions assertion.
+        cbor += _cbor_text("digitalSourceType") + _cbor_text(source_type)
+        cbor += _cbor_text("allActionsIncluded") + b"\xf5"
     label = b"c2pa\x00"
-    description = (
-        struct.pack(">I", 8 + 16 + 1 + len(label)) + b"jumd" + b"\x00" * 16 + b"\x03" + label
-    )
+    description = struct.pack(">I", 8 + 16 + 1 + len(label)) + b"jumd" + b"\x00" * 16 + b"\x03"
+    description += label
     claim = struct.pack(">I", 8 + len(cbor)) + b"cbor" + cbor
     body = description + claim
     return struct.pack(">I", 8 + len(body)) + b"jumb" + body

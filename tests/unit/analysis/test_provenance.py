@@ -6,6 +6,7 @@ import pytest
 
 from tests.unit.analysis.images import (
     IPTC_AI,
+    IPTC_CAPTURE,
     IPTC_COMPOSITE,
     SD_PARAMETERS,
     c2pa_jumbf,
@@ -19,7 +20,13 @@ from tests.unit.analysis.images import (
     xmp_packet,
 )
 from trustcard.analysis.content import MediaItem, PostContent
-from trustcard.analysis.provenance import ProvenanceAnalyzer, claim_generator, inspect_media
+from trustcard.analysis.provenance import (
+    ProvenanceAnalyzer,
+    c2pa_agents,
+    c2pa_manifest_bytes,
+    claim_generator,
+    inspect_media,
+)
 from trustcard.analysis.signals import Signal
 
 URL = "https://www.instagram.com/p/CxYz123AbCd/"
@@ -115,7 +122,7 @@ def test_c2pa_manifest_with_an_ai_claim_generator(container: object) -> None:
     signal = _analyze(_image(data))
 
     assert signal.score == 0.9
-    assert "C2PA manifest (signature not verified) claim generator" in signal.evidence[0]
+    assert "C2PA manifest (signature not verified) generator" in signal.evidence[0]
     assert '"Adobe Firefly 2.0"' in signal.evidence[0]
 
 
@@ -127,6 +134,18 @@ def test_c2pa_manifest_declaring_ai_source_type() -> None:
     assert "trainedAlgorithmicMedia" in signal.evidence[0]
 
 
+def test_c2pa_2_claim_generator_info_and_adjacent_source_type() -> None:
+    jumbf = c2pa_jumbf("Leica M11 firmware", IPTC_CAPTURE, version=2)
+
+    signal = _analyze(_image(jpeg_with_c2pa(jumbf)))
+
+    assert signal.score == 0.05
+    assert signal.evidence[0].endswith('"digitalCapture" (declared a camera capture)')
+    manifest = c2pa_manifest_bytes(jpeg_with_c2pa(jumbf))
+    assert manifest is not None
+    assert c2pa_agents(manifest) == ["Leica M11 firmware"]
+
+
 def test_c2pa_manifest_of_a_camera_lowers_the_score_a_little() -> None:
     signal = _analyze(_image(png_with_c2pa(c2pa_jumbf("Leica M11 c2pa/1.0"))))
 
@@ -135,9 +154,13 @@ def test_c2pa_manifest_of_a_camera_lowers_the_score_a_little() -> None:
     assert "content credentials present, declaring no AI source" in signal.evidence[0]
 
 
-def test_claim_generator_of_a_v2_claim_info() -> None:
-    manifest = b"jumb....c2pa....\x74claim_generator_info\x81\xa1\x64name\x67Gemini!"
+def test_generators_of_claim_info_and_action_software_agents() -> None:
+    manifest = (
+        b"jumb....c2pa....\x74claim_generator_info\x81\xa1\x64name\x67Gemini!"
+        b"\x6dsoftwareAgent\x6aImagen 3.0"
+    )
     assert claim_generator(manifest) == "Gemini!"
+    assert c2pa_agents(manifest) == ["Gemini!", "Imagen 3.0"]
 
 
 def test_non_image_bytes_are_a_note_and_the_other_media_still_count() -> None:
