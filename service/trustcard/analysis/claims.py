@@ -18,16 +18,16 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 Verdict = Literal["false", "disputed", "misleading"]
 VERDICTS: tuple[Verdict, ...] = ("false", "disputed", "misleading")
 
 MATCH_THRESHOLD = 0.75
-# Claims sharing fewer of their words with the caption are not compared window by window.
-MIN_TOKEN_OVERLAP = 0.5
 MAX_MATCHES = 5
 
 _URL = re.compile(r"https?://\S+|www\.\S+")
@@ -113,34 +113,61 @@ def match_claims(
     caption_tokens = tokens(caption)
     if not caption_tokens:
         return []
-    caption_vocabulary = set(caption_tokens)
+    caption_counts = Counter(caption_tokens)
     matches = []
     for claim in claims:
-        claim_tokens = tokens(claim.text)
-        shared = len(set(claim_tokens) & caption_vocabulary) / len(set(claim_tokens))
-        if shared < MIN_TOKEN_OVERLAP:
+        claim_tokens = list(_claim_tokens(claim.text))
+        # No window can match more claim tokens than the whole caption holds: skip early.
+        if _shared(Counter(claim_tokens), caption_counts) < threshold * len(claim_tokens):
             continue
-        similarity, window = _best_window(claim_tokens, caption_tokens)
+        similarity, window = _best_window(claim_tokens, caption_tokens, threshold)
         if similarity >= threshold:
             matches.append(ClaimMatch(claim, round(similarity, 3), " ".join(window)))
     matches.sort(key=lambda match: (-match.similarity, match.claim.id))
     return matches[:limit]
 
 
-def _best_window(claim_tokens: list[str], caption_tokens: list[str]) -> tuple[float, list[str]]:
-    """The caption window most like the claim, trying lengths around the claim's own."""
+@lru_cache(maxsize=65_536)
+def _claim_tokens(text: str) -> tuple[str, ...]:
+    return tuple(tokens(text))
+
+
+def _shared(first: Counter[str], second: Counter[str]) -> int:
+    return sum((first & second).values())
+
+
+def _best_window(
+    claim_tokens: list[str], caption_tokens: list[str], floor: float
+) -> tuple[float, list[str]]:
+    """The caption window most like the claim (if any reaches `floor`), lengths around its own.
+
+    Each window's shared-token count (kept up to date while sliding) bounds its similarity, so
+    difflib only runs on windows that could reach the floor and beat the best so far.
+    """
     matcher = difflib.SequenceMatcher(autojunk=False)
     matcher.set_seq2(claim_tokens)
-    best: tuple[float, list[str]] = (0.0, [])
+    claim_counts = Counter(claim_tokens)
     size = len(claim_tokens)
-    for length in {max(1, size - 1), size, size + 1}:
-        for start in range(max(1, len(caption_tokens) - length + 1)):
+    best: tuple[float, list[str]] = (0.0, [])
+    for length in sorted({max(1, min(n, len(caption_tokens))) for n in (size - 1, size, size + 1)}):
+        window_counts = Counter(caption_tokens[:length])
+        shared = _shared(window_counts, claim_counts)
+        for start in range(len(caption_tokens) - length + 1):
+            if start:
+                leaving, entering = caption_tokens[start - 1], caption_tokens[start + length - 1]
+                if window_counts[leaving] <= claim_counts[leaving]:
+                    shared -= 1
+                window_counts[leaving] -= 1
+                window_counts[entering] += 1
+                if window_counts[entering] <= claim_counts[entering]:
+                    shared += 1
+            bound = min(2 * shared / (size + length), shared / size)
+            if bound < floor or bound <= best[0]:
+                continue
             window = caption_tokens[start : start + length]
             matcher.set_seq1(window)
-            if matcher.real_quick_ratio() <= best[0] or matcher.quick_ratio() <= best[0]:
-                continue
             matched = sum(block.size for block in matcher.get_matching_blocks())
-            similarity = min(2 * matched / (size + len(window)), matched / size)
+            similarity = min(2 * matched / (size + length), matched / size)
             if similarity > best[0]:
                 best = (similarity, window)
     return best
