@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import EntryPoint
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from trustcard.analysis.claims import Claim
-from trustcard.analysis.content import PostContent
+from trustcard.analysis.content import PostContent, parse_post_url
 from trustcard.analysis.deepfake import DeepfakeSlot
 from trustcard.analysis.extraction import Extraction, extract_fetched, extract_supplied
 from trustcard.analysis.factcheck import ClaimMatcher
@@ -74,8 +75,6 @@ class PipelineConfig:
         )
 
     def fetch_limits(self) -> FetchLimits:
-        from urllib.parse import urlsplit
-
         base_host = (urlsplit(self.post_base_url).hostname or "").lower()
         return FetchLimits(
             timeout_seconds=self.fetch_timeout_seconds,
@@ -151,65 +150,48 @@ def run_pipeline(
     skipped = _disabled(builtins, config.enabled)
     names = [EXTRACT, *_analysis_stage_names(builtins, analyzers), TRUST_SCORE, STORE]
     report = on_stage or (lambda progress: None)
+    parse_post_url(url)  # a bad URL fails before any progress is reported
 
     report(_progress(names, 0))
-    started, clock = _now(), time.monotonic()
+    clock = _Clock()
     extraction = _extract(url, supplied, config)
-    stages = [
-        StageOutcome(
-            EXTRACT,
-            "ok",
-            None,
-            _describe_extraction(extraction),
-            started,
-            _now(),
-            round(time.monotonic() - clock, 3),
-        )
-    ]
-    content = extraction.content
+    stages = [clock.outcome(EXTRACT, "ok", None, _describe_extraction(extraction))]
 
     by_name = {analyzer.name: analyzer for analyzer in analyzers}
     signals = []
     for index, name in enumerate(names[1:-2], start=1):
         report(_progress(names, index))
+        clock = _Clock()
         if name in skipped:
-            now = _now()
-            stages.append(
-                StageOutcome(
-                    name, "skipped", None, "switched off by ANALYZERS_ENABLED", now, now, 0.0
-                )
-            )
+            stages.append(clock.outcome(name, "skipped", None, "switched off by ANALYZERS_ENABLED"))
             continue
-        started = _now()
-        signal = run_analyzer(by_name[name], content, config.analyzer_timeout_seconds)
+        signal = run_analyzer(by_name[name], extraction.content, config.analyzer_timeout_seconds)
         signals.append(signal)
-        stages.append(
-            StageOutcome(
-                name,
-                signal.status,
-                signal.as_dict(),
-                signal.detail,
-                started,
-                _now(),
-                signal.seconds or 0.0,
-            )
-        )
+        stages.append(clock.outcome(name, signal.status, signal.as_dict(), signal.detail))
 
     report(_progress(names, len(names) - 2))
-    started, clock = _now(), time.monotonic()
+    clock = _Clock()
     trust = trust_score(signals, {a.name: analyzer_weight(a) for a in analyzers})
     stages.append(
-        StageOutcome(
-            TRUST_SCORE,
-            "ok",
-            trust.as_dict(),
-            f"{trust.label} ({trust.score})",
-            started,
-            _now(),
-            round(time.monotonic() - clock, 3),
-        )
+        clock.outcome(TRUST_SCORE, "ok", trust.as_dict(), f"{trust.label} ({trust.score})")
     )
     return PipelineResult(_summary(extraction), stages, trust, names)
+
+
+class _Clock:
+    """When a stage started, in wall-clock time for the record and monotonic for its length."""
+
+    def __init__(self) -> None:
+        self.started_at = datetime.now(UTC)
+        self._started = time.monotonic()
+
+    def outcome(
+        self, name: str, status: StageStatus, signal: dict[str, Any] | None, detail: str
+    ) -> StageOutcome:
+        seconds = round(time.monotonic() - self._started, 3)
+        return StageOutcome(
+            name, status, signal, detail, self.started_at, datetime.now(UTC), seconds
+        )
 
 
 def _extract(url: str, supplied: SuppliedContent | None, config: PipelineConfig) -> Extraction:
@@ -231,10 +213,6 @@ def _analysis_stage_names(builtins: Sequence[Analyzer], analyzers: Sequence[Anal
 
 def _progress(names: Sequence[str], index: int) -> StageProgress:
     return StageProgress(names[index], index, len(names), 100 * index // len(names))
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _describe_extraction(extraction: Extraction) -> str:

@@ -135,8 +135,16 @@ def test_unknown_enabled_analyzer_fails_its_stage_only() -> None:
 
 
 def test_invalid_url_is_refused_before_any_work() -> None:
+    progress: list[StageProgress] = []
     with pytest.raises(InvalidPostUrl, match=r"not an instagram\.com URL"):
-        run_pipeline("https://example.com/p/abcdef/", None, claims=[], config=PipelineConfig())
+        run_pipeline(
+            "https://example.com/p/abcdef/",
+            None,
+            claims=[],
+            config=PipelineConfig(),
+            on_stage=progress.append,
+        )
+    assert progress == []
 
 
 def test_config_from_settings() -> None:
