@@ -156,7 +156,7 @@ def preload_for_children() -> None:
         return
     import opentelemetry.exporter.otlp.proto.http.trace_exporter
     import opentelemetry.instrumentation.celery
-    import opentelemetry.sdk.trace.export
+    import opentelemetry.sdk.trace.export  # noqa: F401
 
     # The exporter's HTTP transport imports requests (and urllib3) inside its constructor, which
     # runs in every child: measured at a quarter of a recycling child's CPU when left to them.
