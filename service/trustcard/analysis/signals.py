@@ -124,8 +124,25 @@ def discover_analyzers(
     return [analyzer for name, analyzer in found.items() if name in enabled]
 
 
+# Loaded plug-ins, kept for the life of the process: a model loads once per worker process,
+# not once per analysis. Failures are not kept, so a fixed installation is picked up.
+_loaded: dict[tuple[str, str], Analyzer] = {}
+_loading = threading.Lock()
+
+
 def load_plugin(entry_point: EntryPoint) -> Analyzer:
     """The analyzer an entry point names, or a BrokenPlugin saying why it could not be loaded."""
+    key = (entry_point.name, entry_point.value)
+    with _loading:
+        if key not in _loaded:
+            analyzer = _load(entry_point)
+            if isinstance(analyzer, BrokenPlugin):
+                return analyzer
+            _loaded[key] = analyzer
+        return _loaded[key]
+
+
+def _load(entry_point: EntryPoint) -> Analyzer:
     try:
         target = entry_point.load()
         # Check classes first: a class with the right attributes also passes isinstance(Analyzer).

@@ -131,3 +131,26 @@ def test_a_fresh_interpreter_finds_the_plugin_through_pythonpath(tmp_path: Path)
 
     assert done.returncode == 0, done.stderr
     assert ["shouting", "ok"] in json.loads(done.stdout)
+
+
+class CountingAnalyzer:
+    instances = 0
+
+    name = "counting"
+    version = "1"
+
+    def __init__(self) -> None:
+        CountingAnalyzer.instances += 1
+
+    def analyze(self, content: PostContent) -> Signal:
+        return Signal(self.name, 0.0, 0.1)
+
+
+def test_a_plugin_is_instantiated_once_per_process() -> None:
+    plugin = EntryPoint("counting", f"{__name__}:CountingAnalyzer", GROUP)
+    config = PipelineConfig(plugins=[plugin])
+
+    for _ in range(3):
+        run_pipeline(URL, SHOUTED, claims=[], config=config)
+
+    assert CountingAnalyzer.instances == 1
