@@ -27,10 +27,11 @@ def _picture() -> Image.Image:
     return image
 
 
-def png_with_text(**chunks: str) -> bytes:
+def png_with_text(*, compressed: bool = False, **chunks: str) -> bytes:
+    """A PNG with tEXt chunks (zTXt when compressed, as some generators write them)."""
     info = PngImagePlugin.PngInfo()
     for key, value in chunks.items():
-        info.add_text(key, value)
+        info.add_text(key, value, zip=compressed)
     out = io.BytesIO()
     _picture().save(out, "PNG", pnginfo=info)
     return out.getvalue()

@@ -8,6 +8,7 @@ import time
 from importlib.metadata import EntryPoint
 
 import pytest
+from pydantic import ValidationError
 
 from tests.unit.analysis.images import SD_PARAMETERS, clean_jpeg, png_with_text
 from trustcard.analysis.claims import Claim
@@ -198,3 +199,8 @@ def test_failing_and_unstorable_plugins_are_recorded_as_failed() -> None:
     assert stages["fact_check"].status == "ok"
     assert result.trust.missing_signals == ["ai_generated", "deepfake", "odd", "raises"]
     json.dumps(result.as_dict(), allow_nan=False)
+
+
+def test_a_post_base_url_that_is_not_http_is_a_configuration_error() -> None:
+    with pytest.raises(ValidationError, match="must be an http"):
+        Settings(POST_FETCH_BASE_URL="ftp://mirror.example")

@@ -50,6 +50,13 @@ def test_stable_diffusion_parameters_chunk_is_quoted() -> None:
     assert "Steps: 20, Sampler: Euler a" in signal.evidence[0]
 
 
+def test_compressed_text_chunks_are_read_too() -> None:
+    data = png_with_text(compressed=True, parameters=SD_PARAMETERS)
+    assert b"zTXt" in data
+
+    assert _analyze(_image(data, "image/png")).score == 0.95
+
+
 def test_comfyui_prompt_graph_is_recognised() -> None:
     graph = '{"3": {"class_type": "KSampler", "inputs": {"seed": 5, "steps": 20}}}'
     signal = _analyze(_image(png_with_text(prompt=graph, workflow="{}"), "image/png"))
