@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from xml.etree.ElementTree import Element
 
-import defusedxml.ElementTree as safe_xml  # type: ignore[import-untyped]
+import defusedxml.ElementTree as safe_xml
 from defusedxml import DefusedXmlException
 from PIL import Image, UnidentifiedImageError
 
