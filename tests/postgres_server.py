@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -74,9 +75,33 @@ def _as_user(name: str) -> Callable[[], None] | None:
     return drop
 
 
+@dataclass
+class Cluster:
+    """A PostgreSQL server this test session started."""
+
+    dsn: str
+    server: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL of its `postgres` database."""
+        params = psycopg.conninfo.conninfo_to_dict(self.dsn)
+        return f"postgresql+psycopg://postgres@{params['host']}:{params['port']}/postgres"
+
+    def stop(self) -> None:
+        if self.server.poll() is not None:
+            return
+        self.server.send_signal(signal.SIGINT)  # fast shutdown: ends sessions, then exits
+        try:
+            self.server.wait(20)
+        except subprocess.TimeoutExpired:
+            self.server.kill()
+            self.server.wait()
+
+
 @contextlib.contextmanager
-def throwaway_cluster() -> Iterator[str]:
-    """initdb + postgres on a free port; yields an admin DSN, stops and deletes it after."""
+def throwaway_cluster() -> Iterator[Cluster]:
+    """initdb + postgres on a free port, stopped and deleted after."""
     bindir = find_bindir()
     if bindir is None:
         message = (
@@ -121,19 +146,15 @@ def throwaway_cluster() -> Iterator[str]:
         start_new_session=True,
     )
     dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2"
+    cluster = Cluster(dsn, server)
     try:
         wait_until(
             lambda: server.poll() is not None or _answers(dsn), 30, 0.1, "PostgreSQL to start"
         )
         assert server.poll() is None, (workdir / "postgres.log").read_text()
-        yield dsn
+        yield cluster
     finally:
-        server.send_signal(signal.SIGINT)  # fast shutdown
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        cluster.stop()
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -144,8 +165,8 @@ def admin_dsn() -> Iterator[str]:
     if _answers(RUNNING_SERVER):
         yield RUNNING_SERVER
         return
-    with throwaway_cluster() as dsn:
-        yield dsn
+    with throwaway_cluster() as cluster:
+        yield cluster.dsn
 
 
 @contextlib.contextmanager

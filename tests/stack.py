@@ -114,6 +114,8 @@ class ServiceStack:
             PYTHONUNBUFFERED="1",
             WORKER_HEARTBEAT_FILE=str(self.workdir / "worker-heartbeat"),
             WORKER_HEARTBEAT_INTERVAL_SECONDS="1",
+            # Hermetic: a post page fetch fails at once (nothing listens on the discard port).
+            POST_FETCH_BASE_URL="http://127.0.0.1:9",
         )
         env.update(self.env_overrides)
         return env

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from trustcard import __version__
 from trustcard.api.errors import install_error_handlers
 from trustcard.api.resources import open_resources
-from trustcard.api.routes import health, metrics, tasks, test_tasks
+from trustcard.api.routes import analysis, claims, health, metrics, tasks, test_tasks
 from trustcard.api.security import (
     CLIENT_ROUTE_RESPONSES,
     QueryStringLimit,
@@ -84,5 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             test_tasks.router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES
         )
     app.include_router(tasks.router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES)
+    for router in (analysis.router, claims.router):
+        app.include_router(router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES)
     instrument_api(app)
     return app

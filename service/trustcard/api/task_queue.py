@@ -68,11 +68,16 @@ async def submit(
     name: str,
     args: list[Any] | None = None,
     kwargs: dict[str, Any] | None = None,
+    *,
+    task_id: str | None = None,
 ) -> TaskRecord:
-    """Record the id, then publish the task on a worker thread (kombu's publish is blocking)."""
+    """Record the id, then publish the task on a worker thread (kombu's publish is blocking).
+
+    `task_id`: an id chosen by the caller (the analysis routes store it before publishing).
+    """
     settings = res.settings
     # The HTTP span's ids: the publish and the task's run continue this trace.
-    record = TaskRecord.new(str(uuid.uuid4()), name, current_trace_ids())
+    record = TaskRecord.new(task_id or str(uuid.uuid4()), name, current_trace_ids())
     try:
         await _guarded(
             "result backend",

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
@@ -117,18 +115,22 @@ def list_analyses(session: Session, limit: int, cursor: str | None = None) -> Pa
     return Page(items, encode_cursor(items[-1]) if more and items else None)
 
 
+# A cursor is "<microseconds since 1970 UTC>.<analysis id>" of the last item of a page: plain
+# enough to describe by a pattern (the OpenAPI document does), exact on both databases.
+CURSOR_PATTERN = r"^[0-9]{1,16}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def encode_cursor(analysis: Analysis) -> str:
-    raw = json.dumps([analysis.created_at.isoformat(), analysis.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{(analysis.created_at - _EPOCH) // _MICROSECOND}.{analysis.id}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_at, last_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), str(last_id)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise InvalidCursor(f"invalid cursor {cursor[:80]!r}: use next_cursor as given") from exc
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise InvalidCursor(f"invalid cursor {cursor[:80]!r}: use next_cursor as given")
+    micros, last_id = cursor.split(".", 1)
+    return _EPOCH + int(micros) * _MICROSECOND, last_id
 
 
 def start_processing(session: Session, analysis_id: str, task_id: str) -> Analysis | None:

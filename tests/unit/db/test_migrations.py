@@ -43,7 +43,7 @@ def test_upgrade_from_empty_matches_models_and_downgrades_cleanly(empty_engine: 
 
 def test_a_spawned_postgres_cluster_migrates_too() -> None:
     # The path CI takes on a machine without a running server: initdb + postgres of our own.
-    with throwaway_cluster() as admin, scratch_database(admin) as url:
+    with throwaway_cluster() as cluster, scratch_database(cluster.dsn) as url:
         engine = create_db_engine(url)
         try:
             _assert_upgrade_and_downgrade(engine)

@@ -210,7 +210,9 @@ def test_listing_is_newest_first_with_a_stable_cursor(session: Session) -> None:
     assert repo.list_analyses(session, limit=3, cursor=first.next_cursor).items[0].id == seen[3]
 
 
-@pytest.mark.parametrize("cursor", ["garbage!", "W10", "bm90IGpzb24"])
+@pytest.mark.parametrize(
+    "cursor", ["garbage!", "W10", "12.not-a-uuid", "12345678901234567.0" + "0" * 35]
+)
 def test_an_invalid_cursor_is_refused(session: Session, cursor: str) -> None:
     with pytest.raises(repo.InvalidCursor, match="invalid cursor"):
         repo.list_analyses(session, limit=3, cursor=cursor)

@@ -8,9 +8,14 @@ import time
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from trustcard import __version__
+from trustcard.api.database import run_db
 from trustcard.api.deps import ResourcesDep
+from trustcard.api.errors import DependencyUnavailable
+from trustcard.api.resources import ApiResources
 from trustcard.api.schemas import DependencyHealth, Health, Responses
 from trustcard.api.task_queue import UNREACHABLE
 from trustcard.config import redact_url
@@ -33,17 +38,37 @@ async def _ping(client: Redis, url: str, limit_seconds: float) -> DependencyHeal
     return DependencyHealth(ok=True, url=redact_url(url), latency_ms=latency)
 
 
+# The database gets the engine's 3 s connect timeout plus a little: its own error, not ours.
+DATABASE_PING_SECONDS = 4.0
+
+
+def _select_one(session: Session) -> None:
+    session.execute(text("SELECT 1"))
+
+
+async def _ping_database(res: ApiResources) -> DependencyHealth:
+    url = redact_url(res.settings.DATABASE_URL)
+    started = time.perf_counter()
+    try:
+        await run_db(res, _select_one, DATABASE_PING_SECONDS)
+    except DependencyUnavailable as exc:
+        return DependencyHealth(ok=False, url=url, error=exc.reason)
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    return DependencyHealth(ok=True, url=url, latency_ms=latency)
+
+
 async def _health(res: ResourcesDep) -> JSONResponse:
     settings = res.settings
-    broker, backend = await asyncio.gather(
+    broker, backend, database = await asyncio.gather(
         _ping(res.broker, settings.broker_url, settings.REDIS_TIMEOUT_SECONDS),
         _ping(res.backend, settings.result_backend_url, settings.REDIS_TIMEOUT_SECONDS),
+        _ping_database(res),
     )
-    healthy = broker.ok and backend.ok
+    healthy = broker.ok and backend.ok and database.ok
     body = Health(
         status="ok" if healthy else "degraded",
         version=__version__,
-        dependencies={"broker": broker, "result_backend": backend},
+        dependencies={"broker": broker, "result_backend": backend, "database": database},
     )
     return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())
 
@@ -55,13 +80,13 @@ HEALTH_RESPONSES: Responses = {
 
 @router.get("/health", response_model=Health, responses=HEALTH_RESPONSES)
 async def health(res: ResourcesDep) -> JSONResponse:
-    """The process answers, plus the state of the Redis broker and result backend."""
+    """The process answers, plus the state of the Redis broker, result backend and database."""
     return await _health(res)
 
 
 @router.get("/health/ready", response_model=Health, responses=HEALTH_RESPONSES)
 async def readiness(res: ResourcesDep) -> JSONResponse:
-    """Readiness probe: 200 only while broker and backend answer."""
+    """Readiness probe: 200 only while broker, backend and database answer."""
     return await _health(res)
 
 

@@ -1,0 +1,149 @@
+"""analysis.process_post: load the analysis row, run trustcard.analysis' pipeline, store the result.
+
+Thin on purpose: the pipeline knows nothing of Celery or the database, the repository nothing of
+either. Redelivery-safe: a redelivered task finds the row completed (and returns it), or runs
+again and stores over the same rows (one row per stage, one result).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Task
+
+from trustcard.analysis.claims import Claim
+from trustcard.analysis.content import InvalidPostUrl
+from trustcard.analysis.pipeline import (
+    ExtractionError,
+    PipelineConfig,
+    StageProgress,
+    run_pipeline,
+)
+from trustcard.analysis.supplied import SuppliedContent
+from trustcard.celery_app import celery_app
+from trustcard.config import get_settings
+from trustcard.db import repository
+from trustcard.db.engine import session_factory
+from trustcard.db.models import Analysis
+from trustcard.db.models import Claim as StoredClaim
+from trustcard.progress import Progress
+from trustcard.task_status import PROGRESS_STATE, readable_error
+
+log = logging.getLogger(__name__)
+
+
+class AnalysisNotFound(LookupError):
+    """The task names an analysis the database does not hold; retrying cannot help."""
+
+
+class AnalysisFailed(RuntimeError):
+    """The post could not be analysed; the message is the reason stored with the analysis."""
+
+
+@celery_app.task(name="analysis.process_post", bind=True)
+def process_post(self: Task, analysis_id: str) -> dict[str, Any]:
+    """Analyse the post of analysis `analysis_id`, reporting each stage as progress."""
+    settings = get_settings()
+    sessions = session_factory(settings.DATABASE_URL)
+    with sessions() as session:
+        analysis = repository.start_processing(session, str(analysis_id), self.request.id or "")
+        if analysis is None:
+            raise AnalysisNotFound(f"analysis {analysis_id} does not exist in the database")
+        if analysis.status == "completed":
+            log.info(
+                "analysis %s was already stored (redelivered task); nothing to redo", analysis_id
+            )
+            return task_summary(analysis)
+        if analysis.status == "failed":
+            raise AnalysisFailed(analysis.error or "the analysis had already failed")
+        url, request = analysis.url, analysis.request
+        claims = matchable_claims(repository.list_claims(session))
+
+    started_at = time.time()
+
+    def on_stage(progress: StageProgress) -> None:
+        # Like test.long_task: PROGRESS meta for GET /tasks/{id}, plus the row for the API.
+        self.update_state(
+            state=PROGRESS_STATE,
+            meta=Progress(
+                stage=progress.stage,
+                stage_index=progress.stage_index + 1,
+                total_stages=progress.total_stages,
+                percent=progress.percent,
+                started_at=started_at,
+            ).as_meta(),
+        )
+        with sessions() as stage_session:
+            repository.mark_stage(stage_session, analysis_id, progress.stage, progress.percent)
+
+    try:
+        supplied = (
+            SuppliedContent.model_validate(request["content"]) if request.get("content") else None
+        )
+        result = run_pipeline(
+            url,
+            supplied,
+            claims=claims,
+            config=PipelineConfig.from_settings(settings),
+            on_stage=on_stage,
+        )
+    except (ExtractionError, InvalidPostUrl) as exc:
+        _fail(analysis_id, str(exc))
+        raise AnalysisFailed(str(exc)) from None
+    except Exception as exc:
+        # Unexpected (a bug, the soft time limit): the row must not stay "processing" forever.
+        _fail(analysis_id, readable_error(exc))
+        raise
+
+    on_stage(result.store_progress())
+    stages = [
+        repository.StageRecord(
+            name=outcome.name,
+            status=outcome.status,
+            signal=outcome.signal,
+            detail=outcome.detail,
+            seconds=outcome.seconds,
+        )
+        for outcome in result.stages
+    ]
+    with sessions() as session:
+        stored = repository.store_result(
+            session,
+            analysis_id,
+            result=result.as_dict(),
+            stages=stages,
+            trust_score=result.trust.score,
+            trust_label=result.trust.label,
+        )
+        return task_summary(stored)
+
+
+def _fail(analysis_id: str, reason: str) -> None:
+    with session_factory(get_settings().DATABASE_URL)() as session:
+        repository.mark_failed(session, analysis_id, reason)
+
+
+def matchable_claims(rows: list[StoredClaim]) -> list[Claim]:
+    """The stored claims as the matcher takes them; a claim it cannot use is logged and left out."""
+    claims = []
+    for row in rows:
+        try:
+            claims.append(Claim(id=row.id, text=row.text, verdict=row.verdict, sources=row.sources))
+        except ValueError as exc:
+            log.warning("claim %s left out of fact-checking: %s", row.id, exc)
+    return claims
+
+
+def task_summary(analysis: Analysis) -> dict[str, Any]:
+    """The task's own result; the full analysis lives in the database (GET /analysis/posts/{id})."""
+    trust = (analysis.result or {}).get("trust") or {}
+    return {
+        "analysis_id": analysis.id,
+        "status": analysis.status,
+        "trust_score": analysis.trust_score,
+        "trust_label": analysis.trust_label,
+        "confidence": trust.get("confidence"),
+        "analysis_url": f"/analysis/posts/{analysis.id}",
+    }
