@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from celery import Celery
+from sqlalchemy import text
 
 from tests.plugins import install_example_plugin
 from tests.postgres_server import throwaway_cluster
@@ -18,6 +20,9 @@ from tests.stack import ServiceStack, poll_until, wait_until
 from tests.unit.analysis.conftest import PostSite, Route
 from tests.unit.analysis.images import SD_PARAMETERS, png_with_text
 from tests.unit.analysis.test_extraction import og_page
+from trustcard.celery_app import create_celery_app
+from trustcard.config import Settings
+from trustcard.db.engine import create_db_engine
 
 pytestmark = pytest.mark.integration
 
@@ -395,3 +400,66 @@ def test_a_database_outage_answers_503_naming_the_database(
                 assert ready.json()["dependencies"]["broker"]["ok"] is True
         finally:
             stack.stop()
+
+
+@pytest.fixture
+def celery_client(analysis_stack: ServiceStack) -> Iterator[Celery]:
+    """A plain Celery client on the stack's Redis, to deliver task messages as a broker would."""
+    env = analysis_stack.env()
+    app = create_celery_app(
+        Settings(REDIS_URL=env["REDIS_URL"], RESULT_BACKEND_URL=env["RESULT_BACKEND_URL"])
+    )
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def stored_rows(stack: ServiceStack, analysis_id: str) -> tuple[int, int]:
+    """(analysis rows, stage rows) for the id, read straight from the stack's SQLite file."""
+    engine = create_db_engine(stack.env()["DATABASE_URL"])
+    try:
+        with engine.connect() as connection:
+            analyses = connection.execute(
+                text("SELECT count(*) FROM analyses WHERE id = :id"), {"id": analysis_id}
+            ).scalar_one()
+            stages = connection.execute(
+                text("SELECT count(*) FROM stage_results WHERE analysis_id = :id"),
+                {"id": analysis_id},
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return int(analyses), int(stages)
+
+
+def test_a_task_delivered_twice_stores_one_result(
+    api: httpx.Client, site: PostSite, analysis_stack: ServiceStack, celery_client: Celery
+) -> None:
+    shortcode = new_shortcode()
+    site.routes[f"/p/{shortcode}/"] = Route(body=og_page(site, "twice"), delay=1.0)
+    submitted = submit(api, post_url(shortcode))
+    # A second delivery of the same analysis while the first runs (what a redelivery after a
+    # lost ack looks like to the worker): both run in parallel and both store.
+    duplicate = celery_client.send_task(
+        "analysis.process_post", args=[submitted["analysis_id"]], task_id=str(uuid.uuid4())
+    )
+    assert duplicate.get(timeout=30)["analysis_id"] == submitted["analysis_id"]
+    done = wait_for_analysis(api, submitted["analysis_id"], {"completed", "failed"})
+    assert done["status"] == "completed"
+    poll_until(api, submitted["task_id"], {"completed"}, timeout=30)
+    assert stored_rows(analysis_stack, submitted["analysis_id"]) == (1, len(STAGES))
+    # A third delivery after completion finds the stored result and does not redo it.
+    hits = site.hits[f"/p/{shortcode}/"]
+    late = celery_client.send_task("analysis.process_post", args=[submitted["analysis_id"]])
+    assert late.get(timeout=30)["trust_score"] == done["trust_score"]
+    assert site.hits[f"/p/{shortcode}/"] == hits
+    assert stored_rows(analysis_stack, submitted["analysis_id"]) == (1, len(STAGES))
+
+
+def test_an_unknown_analysis_fails_the_task_once_with_a_reason(celery_client: Celery) -> None:
+    missing = str(uuid.uuid4())
+    result = celery_client.send_task("analysis.process_post", args=[missing])
+    with pytest.raises(Exception, match=f"analysis {missing} does not exist") as failure:
+        result.get(timeout=30)
+    assert type(failure.value).__name__ == "AnalysisNotFound"
+    assert result.state == "FAILURE"
