@@ -463,3 +463,17 @@ def test_an_unknown_analysis_fails_the_task_once_with_a_reason(celery_client: Ce
         result.get(timeout=30)
     assert type(failure.value).__name__ == "AnalysisNotFound"
     assert result.state == "FAILURE"
+
+
+def test_cancelling_the_task_fails_the_analysis(api: httpx.Client, site: PostSite) -> None:
+    shortcode = new_shortcode()
+    site.routes[f"/p/{shortcode}/"] = Route(body=og_page(site, "cancel me"), delay=3.0)
+    submitted = submit(api, post_url(shortcode))
+    wait_for_analysis(api, submitted["analysis_id"], {"processing"}, timeout=10)
+    cancelled = api.delete(f"/tasks/{submitted['task_id']}")
+    assert cancelled.status_code == 200, cancelled.text
+    failed = wait_for_analysis(api, submitted["analysis_id"], {"failed", "completed"}, timeout=10)
+    assert failed["status"] == "failed"
+    assert failed["error"] == f"cancelled (task {submitted['task_id']} revoked)"
+    # The post is free again: a new submission starts a new analysis.
+    assert submit(api, post_url(shortcode))["analysis_id"] != submitted["analysis_id"]

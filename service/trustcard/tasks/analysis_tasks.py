@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from celery import Task
+from celery.signals import task_revoked
 
 from trustcard.analysis.claims import Claim
 from trustcard.analysis.content import InvalidPostUrl
@@ -118,6 +119,23 @@ def process_post(self: Task, analysis_id: str) -> dict[str, Any]:
             trust_label=result.trust.label,
         )
         return task_summary(stored)
+
+
+@task_revoked.connect
+def mark_cancelled(sender: Any = None, request: Any = None, **_: Any) -> None:
+    """DELETE /tasks/{task_id} of an analysis: the killed task cannot update its row, we do.
+
+    Runs in the worker's main process for a queued or a running (terminated) task alike.
+    """
+    if getattr(sender, "name", None) != process_post.name or request is None:
+        return
+    args = list(getattr(request, "args", None) or [])
+    if len(args) != 1 or not isinstance(args[0], str):
+        return
+    try:
+        _fail(args[0], f"cancelled (task {request.id} revoked)")
+    except Exception:
+        log.exception("could not mark cancelled analysis %s failed", args[0])
 
 
 def _fail(analysis_id: str, reason: str) -> None:
