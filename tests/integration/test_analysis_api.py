@@ -14,6 +14,7 @@ import pytest
 from celery import Celery
 from sqlalchemy import text
 
+from tests.faults import Worker, deliveries, kill_group, start_worker, stop_quietly
 from tests.plugins import install_example_plugin
 from tests.postgres_server import throwaway_cluster
 from tests.stack import ServiceStack, poll_until, wait_until
@@ -477,3 +478,44 @@ def test_cancelling_the_task_fails_the_analysis(api: httpx.Client, site: PostSit
     assert failed["error"] == f"cancelled (task {submitted['task_id']} revoked)"
     # The post is free again: a new submission starts a new analysis.
     assert submit(api, post_url(shortcode))["analysis_id"] != submitted["analysis_id"]
+
+
+@pytest.mark.timeout(150)
+def test_a_worker_killed_mid_analysis_leaves_one_result_after_redelivery(
+    tmp_path: Path, site: PostSite
+) -> None:
+    # Short limits so Redis hands the unacked task to another worker within ~20 s.
+    limits = {
+        "BROKER_VISIBILITY_TIMEOUT": "8",
+        "TASK_TIME_LIMIT": "6",
+        "TASK_SOFT_TIME_LIMIT": "5",
+        "POST_FETCH_BASE_URL": site.base_url,
+    }
+    stack = ServiceStack(workdir=tmp_path, with_worker=False, env_overrides=limits).start()
+    first: Worker | None = None
+    second: Worker | None = None
+    try:
+        first = start_worker(stack, "worker-a")
+        shortcode = new_shortcode()
+        page = f"/p/{shortcode}/"
+        site.routes[page] = Route(body=og_page(site, "killed mid-way"), delay=3.0)
+        with stack.client() as api:
+            submitted = submit(api, post_url(shortcode))
+            analysis_id = submitted["analysis_id"]
+            wait_until(lambda: site.hits.get(page), 10, what="the page fetch to start")
+            kill_group(first.proc)
+            assert api.get(f"/analysis/posts/{analysis_id}").json()["status"] == "processing"
+            second = start_worker(stack, "worker-b")
+            done = wait_for_analysis(api, analysis_id, {"completed", "failed"}, timeout=60)
+        assert done["status"] == "completed", done
+        assert [s["name"] for s in done["stages"]] == [s for s in STAGES if s != "shouting"]
+        # Delivered (and the page fetched) twice; stored once.
+        assert (
+            deliveries([first.log(), second.log()], "analysis.process_post")[submitted["task_id"]]
+            == 2
+        )
+        assert site.hits[page] == 2
+        assert stored_rows(stack, analysis_id) == (1, len(STAGES) - 1)
+    finally:
+        stop_quietly(first, second)
+        stack.stop()
