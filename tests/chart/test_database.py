@@ -335,7 +335,7 @@ class TestValidation:
 class TestNotes:
     def test_bundled(self) -> None:
         notes = render_notes()
-        assert "Bundled PostgreSQL 17.2-bookworm: StatefulSet release-trustcard-postgresql" in notes
+        assert "Bundled PostgreSQL 17.9-bookworm: StatefulSet release-trustcard-postgresql" in notes
         assert "kubectl -n trustcard logs job/release-trustcard-migrate-1 --all-containers" in notes
 
     def test_external(self) -> None:
