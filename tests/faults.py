@@ -238,5 +238,12 @@ def figures(case: str, **values: Any) -> dict[str, Any]:
     return record
 
 
+def lines_about(text: str, ids: Iterable[str], limit: int = 60) -> str:
+    """The log lines (and traceback-free context) that mention any of `ids`, for diagnostics."""
+    wanted = tuple(ids)
+    hits = [line for line in text.splitlines() if any(i in line for i in wanted)]
+    return "\n".join(hits[-limit:])
+
+
 def log_since(path: Path, offset: int) -> str:
     return path.read_text(errors="replace")[offset:] if path.exists() else ""
