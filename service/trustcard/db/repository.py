@@ -45,12 +45,19 @@ def submit_analysis(
     task_id: str,
     trace_id: str | None = None,
     force: bool = False,
+    stale_after: timedelta | None = None,
 ) -> Submission:
     """Create a pending analysis, or return the one already running for this post.
 
-    With `force`, a new analysis starts anyway and later submissions join the new one.
+    With `force`, a new analysis starts anyway and later submissions join the new one. A
+    running analysis that started more than `stale_after` ago cannot be alive (its task is past
+    every time limit and redelivery): it is marked failed and a new one starts.
     """
-    if not force and (running := _running_for(session, shortcode)) is not None:
+    running = None if force else _running_for(session, shortcode)
+    if running is not None and _is_stale(running, stale_after):
+        _abandon(session, running, stale_after)
+        running = None
+    if running is not None:
         return Submission(running, created=False)
     if force:
         session.execute(
@@ -81,6 +88,23 @@ def submit_analysis(
             raise
         return Submission(running, created=False)
     return Submission(analysis, created=True)
+
+
+def _is_stale(analysis: Analysis, stale_after: timedelta | None) -> bool:
+    started = analysis.started_at
+    return stale_after is not None and started is not None and utc_now() - started > stale_after
+
+
+def _abandon(session: Session, analysis: Analysis, stale_after: timedelta | None) -> None:
+    seconds = stale_after.total_seconds() if stale_after else 0
+    analysis.status = "failed"
+    analysis.error = (
+        f"abandoned: no result {seconds:g} s after it started (its worker was lost past the "
+        "time limits)"
+    )
+    analysis.running_shortcode = None
+    analysis.finished_at = utc_now()
+    session.flush()
 
 
 def _running_for(session: Session, shortcode: str) -> Analysis | None:

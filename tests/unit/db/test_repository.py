@@ -92,6 +92,41 @@ def test_a_finished_analysis_does_not_block_a_new_one(session: Session) -> None:
     assert _submit(session).created
 
 
+def test_a_processing_analysis_past_every_time_limit_is_abandoned(session: Session) -> None:
+    stuck = _submit(session).analysis
+    repo.start_processing(session, stuck.id, "task-1")
+    limit = timedelta(seconds=1500)
+    # Recent enough: still joined.
+    joined = repo.submit_analysis(
+        session,
+        analysis_id=str(uuid.uuid4()),
+        url=stuck.url,
+        shortcode=stuck.shortcode,
+        request={},
+        task_id="t",
+        stale_after=limit,
+    )
+    assert joined.analysis.id == stuck.id
+    stuck.started_at = utc_now() - limit - timedelta(seconds=1)
+    session.commit()
+    fresh = repo.submit_analysis(
+        session,
+        analysis_id=str(uuid.uuid4()),
+        url=stuck.url,
+        shortcode=stuck.shortcode,
+        request={},
+        task_id="t2",
+        stale_after=limit,
+    )
+    assert fresh.created
+    session.expire_all()
+    old = repo.get_analysis(session, stuck.id)
+    assert old is not None
+    assert old.status == "failed"
+    assert old.error is not None
+    assert old.error.startswith("abandoned: no result 1500 s after it started")
+
+
 def test_only_one_running_analysis_per_post_even_without_the_check(session: Session) -> None:
     # The unique key is what stops two API replicas racing on the same post.
     _submit(session)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -24,6 +25,7 @@ from trustcard.api.schemas import (
     StageResultOut,
     TrustOut,
 )
+from trustcard.config import Settings
 from trustcard.db import repository
 from trustcard.db.models import Analysis
 from trustcard.observability.tracing import current_trace_ids
@@ -67,6 +69,7 @@ async def submit_analysis(
             task_id=task_id,
             trace_id=trace[0] if trace else None,
             force=body.force,
+            stale_after=stale_after(res.settings),
         )
 
     submission = await run_db(res, create)
@@ -99,6 +102,11 @@ async def _fail_unqueued(res: ResourcesDep, analysis_id: str, exc: DependencyUna
         )
     except DependencyUnavailable:
         log.warning("could not mark unqueued analysis %s failed", analysis_id)
+
+
+def stale_after(settings: Settings) -> timedelta:
+    """After this, a processing analysis has no live task: every delivery hit its hard limit."""
+    return timedelta(seconds=2 * settings.TASK_TIME_LIMIT + settings.BROKER_VISIBILITY_TIMEOUT)
 
 
 def _submitted(
