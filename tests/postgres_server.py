@@ -62,6 +62,17 @@ def find_bindir() -> Path | None:
     return None
 
 
+def server_user() -> str:
+    """Debian's package creates `postgres`; binaries unpacked without it run as `nobody`."""
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    raise RuntimeError("no `postgres` or `nobody` user to run PostgreSQL as (it refuses root)")
+
+
 def _as_user(name: str) -> Callable[[], None] | None:
     """PostgreSQL refuses to run as root: drop to `name` in the child when we are root."""
     if os.geteuid() != 0:
@@ -113,9 +124,10 @@ def throwaway_cluster() -> Iterator[Cluster]:
         pytest.skip(message)
     # Not under pytest's tmp_path: its root-only parents would lock the postgres user out.
     workdir = Path(tempfile.mkdtemp(prefix="trustcard-pg-"))
-    preexec = _as_user("postgres")
+    owner = server_user()
+    preexec = _as_user(owner)
     if preexec is not None:
-        entry = pwd.getpwnam("postgres")
+        entry = pwd.getpwnam(owner)
         os.chown(workdir, entry.pw_uid, entry.pw_gid)
     data = workdir / "data"
     subprocess.run(
