@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.figures import Run
-from bench.procs import drain_rate, otlp_sink, wait_drained, wait_idle
+from bench.procs import drain_rate, otlp_sink, phase, set_consuming, wait_drained, wait_idle
 from bench.raw import STATS, drain_key, e2e_key
 from bench.service import Observability, Service, generate_load
 from bench.sizes import Sizes
@@ -268,11 +268,12 @@ def _sink_exports(sink_url: str) -> int:
 
 
 def measure_memory(run: Run, service: Service, sizes: Sizes, idle: tuple[int, int]) -> None:
-    """RSS of API and worker tree: idle, after a warm-up, and along `memory_tasks` more tasks."""
-    assert service.redis is not None
-    broker = service.redis.url(0)
-    service.start_worker()
-    warmup = max(100, sizes.memory_tasks // 20)
+    """RSS of API and worker tree: idle, after a warm-up, and along `memory_tasks` more tasks.
+
+    The worker is the one started with the default settings for the end-to-end runs.
+    """
+    broker = service.redis_url
+    warmup = max(50, sizes.memory_tasks // 20)
     _submit_and_wait(service, broker, warmup)
     warm = (service.api_rss(), service.worker_rss())
     series: list[tuple[int, float, float]] = [(0, mib(warm[0]), mib(warm[1]))]
@@ -329,14 +330,22 @@ def _submit_and_wait(service: Service, broker: str, count: int) -> None:
 def measure_all(run: Run, workdir: Path, sizes: Sizes) -> None:
     service = Service(workdir / "service")
     try:
-        service.start()
-        service.start_worker()
-        time.sleep(1.0)  # let start-up settle before the idle sample
-        idle = (service.api_rss(), service.worker_rss())
-        measure_end_to_end(run, service, sizes)
-        service.stop_worker()
-        measure_submissions(run, service, sizes)
-        measure_drains(run, service, sizes, workdir)
-        measure_memory(run, service, sizes, idle)
+        with phase("start"):
+            service.start()
+            service.start_worker()
+            time.sleep(1.0)  # let start-up settle before the idle sample
+            idle = (service.api_rss(), service.worker_rss())
+        with phase("end-to-end"):
+            measure_end_to_end(run, service, sizes)
+        with phase("submissions"):
+            # Like the raw producer loop: nothing consumes while submissions are timed.
+            set_consuming(service.redis_url, QUEUE, consuming=False)
+            measure_submissions(run, service, sizes)
+            set_consuming(service.redis_url, QUEUE, consuming=True)
+        with phase("memory"):
+            measure_memory(run, service, sizes, idle)
+            service.stop_worker()
+        with phase("drains"):
+            measure_drains(run, service, sizes, workdir)
     finally:
         service.stop()

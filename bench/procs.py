@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 import redis
+from celery import Celery
 from tests.stack import Proc, wait_until
 
 from trustcard.local_redis import RedisServer, free_port
@@ -23,6 +24,16 @@ from trustcard.local_redis import RedisServer, free_port
 ROOT = Path(__file__).resolve().parent.parent
 META_PREFIX = "celery-task-meta-"
 UNACKED = "unacked"  # kombu's Redis transport: messages delivered but not acked yet
+
+
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Say on stderr how long a phase took (where a slow run spends its time)."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        print(f"bench:   {name}: {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
 
 
 def bench_env(**extra: str) -> dict[str, str]:
@@ -157,6 +168,20 @@ def drain_rate(done_at: Sequence[float]) -> float:
     """Completions / (last - first completion), as in docs/recycling-stall.md."""
     span = max(done_at) - min(done_at)
     return len(done_at) / span if span > 0 else 0.0
+
+
+def set_consuming(broker_url: str, queue: str, consuming: bool) -> None:
+    """Stop or resume the worker's consumption of `queue` (remote control, no restart)."""
+    app = Celery("bench-control", broker=broker_url)
+    try:
+        if consuming:
+            replies = app.control.add_consumer(queue, reply=True, timeout=10, limit=1)
+        else:
+            replies = app.control.cancel_consumer(queue, reply=True, timeout=10, limit=1)
+    finally:
+        app.close()
+    if not replies:
+        raise RuntimeError(f"no worker answered {'add' if consuming else 'cancel'}_consumer")
 
 
 def wait_idle(broker_url: str, queue: str, timeout: float) -> None:

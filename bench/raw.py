@@ -17,8 +17,10 @@ from bench.procs import (
     bench_env,
     drain_rate,
     log_size,
+    phase,
     redis_server,
     run_json,
+    set_consuming,
     tree_rss,
     wait_drained,
     wait_for_log,
@@ -172,9 +174,10 @@ def measure_worker(run: Run, workdir: Path, sizes: Sizes, max_tasks_per_child: i
                     "lower",
                 )
             result = worker.client("e2e", sizes.e2e, timeout=600)
-            worker.stop()
+            # Queue the drain while the worker does not consume, as docs/recycling-stall.md did.
+            set_consuming(server.url(0), raw_app.QUEUE, consuming=False)
             ids = [str(x) for x in _list(worker.client("enqueue", sizes.drain, 300)["ids"])]
-            worker.start()
+            set_consuming(server.url(0), raw_app.QUEUE, consuming=True)
             done_at = wait_drained(
                 server.url(0), server.url(1), raw_app.QUEUE, ids, timeout=60 + sizes.drain / 20
             )
@@ -219,6 +222,8 @@ def _float(value: object) -> float:
 
 def measure_celery(run: Run, workdir: Path, sizes: Sizes) -> None:
     """The plain Celery app: producer loop, then a worker without and with recycling."""
-    measure_producer(run, workdir, sizes)
+    with phase("producer loop"):
+        measure_producer(run, workdir, sizes)
     for max_tasks_per_child in (0, 50):
-        measure_worker(run, workdir, sizes, max_tasks_per_child)
+        with phase(f"worker, {recycling_label(max_tasks_per_child)}"):
+            measure_worker(run, workdir, sizes, max_tasks_per_child)

@@ -53,6 +53,12 @@ class Service:
         return f"sqlite:///{self.workdir / 'trustcard.db'}"
 
     @property
+    def redis_url(self) -> str:
+        """The broker (database 0 of our redis-server)."""
+        assert self.redis is not None
+        return self.redis.url(0)
+
+    @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
@@ -202,7 +208,7 @@ def generate_load(
     Clients, rate and request count are split evenly between the processes, which all start
     timing at the same wall-clock moment.
     """
-    start_at = time.time() + 1.0 + 0.2 * processes
+    start_at = time.time() + 0.6 + 0.2 * processes
     children: list[subprocess.Popen[str]] = []
     for index in range(processes):
         argv = [sys.executable, "-m", "bench.httpgen", mode, base_url]

@@ -36,11 +36,11 @@ FULL = Sizes(
 SMOKE = Sizes(
     redis_pairs=1_000,
     produce=300,
-    drain=150,
-    e2e=60,
+    drain=120,
+    e2e=40,
     http_requests=150,
-    http_seconds=1.5,
-    open_loop_seconds=1.5,
-    memory_tasks=200,
-    memory_checkpoints=2,
+    http_seconds=1.0,
+    open_loop_seconds=1.0,
+    memory_tasks=150,
+    memory_checkpoints=1,
 )
