@@ -403,6 +403,28 @@ def test_a_database_outage_answers_503_naming_the_database(
             stack.stop()
 
 
+def test_a_redis_outage_answers_503_and_frees_the_post(tmp_path: Path) -> None:
+    stack = ServiceStack(workdir=tmp_path, with_worker=False).start()
+    try:
+        assert stack.redis is not None
+        stack.redis.stop()
+        url = post_url(new_shortcode())
+        with stack.client() as api:
+            response = api.post("/analysis/posts", json={"url": url})
+            assert response.status_code == 503, response.text
+            assert response.json()["dependency"] in ("result backend", "broker")
+            # Stored, but as failed: it will never run, so it must not capture the post.
+            newest = api.get("/analysis/posts", params={"limit": 1}).json()["items"][0]
+            assert newest["url"] == url
+            assert newest["status"] == "failed"
+            assert newest["error"].startswith(f"not queued: {response.json()['dependency']}")
+            again = api.post("/analysis/posts", json={"url": url})
+            assert again.status_code == 503
+            assert again.json().get("deduplicated") is None
+    finally:
+        stack.stop()
+
+
 @pytest.fixture
 def celery_client(analysis_stack: ServiceStack) -> Iterator[Celery]:
     """A plain Celery client on the stack's Redis, to deliver task messages as a broker would."""
