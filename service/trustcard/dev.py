@@ -14,7 +14,7 @@ from types import FrameType
 
 import httpx
 
-from trustcard.config import Settings
+from trustcard.config import Settings, redact_url
 from trustcard.local_redis import RedisServer, free_port, port_in_use
 
 DEFAULT_WORKER_METRICS_PORT = Settings.model_fields["WORKER_METRICS_PORT"].default
@@ -48,6 +48,7 @@ class DevStack:
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     stopping: bool = False
     worker_metrics_port: int = 0
+    database_url: str = ""
 
     def run(self) -> int:
         if port_in_use(self.host, self.port):
@@ -62,7 +63,8 @@ class DevStack:
         try:
             redis.start()
             env = self._child_env(redis)
-            self._upgrade_database(env["DATABASE_URL"])
+            self.database_url = env["DATABASE_URL"]
+            self._upgrade_database(self.database_url)
             self._spawn("worker", ["worker", "--concurrency", str(self.concurrency)], env)
             self._spawn("api", ["api", "--host", self.host, "--port", str(self.port)], env)
             if self._wait_api_ready():
@@ -132,6 +134,7 @@ class DevStack:
             f"  API        {base}  (health {base}/health, OpenAPI {base}/openapi.json)\n"
             f"  Redis      {redis.url(0)} (broker), {redis.url(1)} (results)\n"
             f"  data       {self.data_dir.resolve()}\n"
+            f"  database   {redact_url(self.database_url)}\n"
             f"  worker     queue analysis, {self.concurrency} processes\n"
             f"  metrics    {base}/metrics (API), "
             f"http://127.0.0.1:{self.worker_metrics_port}/metrics (worker)\n"
