@@ -28,6 +28,7 @@ from tests.faults import (
     unacked_count,
     wait_all,
 )
+from tests.metrics_text import scrape, value
 from tests.stack import (
     Proc,
     ServiceStack,
@@ -47,7 +48,8 @@ SHORT_LIMITS = {
     "TASK_SOFT_TIME_LIMIT": "5",
 }
 QUEUED = 6
-OUTAGE_SECONDS = 4.0
+SHORT_OUTAGE = 4.0
+LONG_OUTAGE = 20.0
 
 
 @pytest.fixture
@@ -88,9 +90,17 @@ def assert_unavailable(client: httpx.Client) -> None:
     assert time.monotonic() - started < 6
 
 
-@pytest.mark.parametrize("how", ["graceful", "crash"])
+@pytest.mark.parametrize(
+    ("how", "outage"),
+    [
+        ("graceful", SHORT_OUTAGE),
+        ("crash", SHORT_OUTAGE),
+        # Longer than the worker's result-store retries (10, jittered backoff, ~10 s).
+        ("graceful", LONG_OUTAGE),
+    ],
+)
 def test_queued_and_running_tasks_survive_a_redis_restart(
-    bare_stack: ServiceStack, how: str
+    bare_stack: ServiceStack, how: str, outage: float
 ) -> None:
     stack = bare_stack
     assert stack.redis is not None
@@ -108,7 +118,7 @@ def test_queued_and_running_tasks_survive_a_redis_restart(
             stop_redis(stack.redis, how)
             down_at = time.monotonic()
             assert_unavailable(client)
-            time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))
+            time.sleep(max(0.0, outage - (time.monotonic() - down_at)))
 
             stack.redis.start()  # same port, same data directory: the AOF is replayed
             up_at = time.monotonic()
@@ -136,13 +146,19 @@ def test_queued_and_running_tasks_survive_a_redis_restart(
         duplicated = [i for i in running + queued if effects[i] > 1]
         # Redis came back holding every message: the queued ones and the two unacked.
         assert survived_queued + survived_unacked == QUEUED + 2
+        # Cancelled by the connection loss to be redelivered, not revoked: a revoke is acked
+        # and the task would be lost, shown as `cancelled`.
+        revoked = value(
+            scrape(worker.metrics_url), "trustcard_task_revoked_total", task_name="test.sleep"
+        )
+        assert revoked == 0, lines_about(log, running)
         # The very same worker reconnected by itself.
         assert worker.proc.alive()
         assert worker.pid == main_pid
         assert queue_length(stack) == 0
         assert unacked_count(stack) == 0
         figures(
-            f"redis restart ({how})",
+            f"redis restart ({how}, {outage:g} s)",
             sent=len(running) + len(queued),
             completed=len(bodies),
             lost=len(running) + len(queued) - len(bodies),
@@ -150,6 +166,7 @@ def test_queued_and_running_tasks_survive_a_redis_restart(
             queued_after_restart=survived_queued,
             unacked_after_restart=survived_unacked,
             started_twice=sum(1 for n in received.values() if n > 1),
+            revoked=int(revoked),
             outage_seconds=up_at - down_at,
             api_ready_seconds=api_recovery,
             recovery_seconds=recovery,

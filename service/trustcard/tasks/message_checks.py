@@ -97,6 +97,9 @@ Strategy = Callable[..., Any]
 class CheckedTask(Task):  # type: ignore[misc]
     """Base class of every trustcard task: its worker strategy checks messages first."""
 
+    # Keeps tasks stopped by a broker connection loss redeliverable (see request.py).
+    Request = "trustcard.tasks.request:TrustcardRequest"
+
     def start_strategy(self, app: Any, consumer: Any, **kwargs: Any) -> Strategy:
         handle: Strategy = super().start_strategy(app, consumer, **kwargs)
 
