@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -209,9 +211,11 @@ def generate_load(
     timing at the same wall-clock moment.
     """
     start_at = time.time() + 0.6 + 0.2 * processes
-    children: list[subprocess.Popen[str]] = []
+    results = Path(tempfile.mkdtemp(prefix="httpgen-"))
+    children: list[subprocess.Popen[bytes]] = []
     for index in range(processes):
         argv = [sys.executable, "-m", "bench.httpgen", mode, base_url]
+        argv += ["--result", str(results / f"{index}.json")]
         argv += ["--seconds", str(seconds), "--start-at", str(start_at)]
         if mode == "closed":
             share = clients // processes + (1 if index < clients % processes else 0)
@@ -224,13 +228,19 @@ def generate_load(
             argv += ["--requests", str(count)]
         if keep_ids:
             argv.append("--ids")
-        children.append(subprocess.Popen(argv, env=bench_env(), stdout=subprocess.PIPE, text=True))
+        children.append(subprocess.Popen(argv, env=bench_env(), stdin=subprocess.DEVNULL))
     outcomes: list[dict[str, Any]] = []
-    for child in children:
-        out, _ = child.communicate(timeout=seconds + 120)
-        if child.returncode != 0:
-            raise RuntimeError(f"bench.httpgen exited {child.returncode}")
-        outcomes.append(json.loads(out.strip().splitlines()[-1]))
+    try:
+        for index, child in enumerate(children):
+            if child.wait(timeout=seconds + 120) != 0:
+                raise RuntimeError(f"bench.httpgen exited {child.returncode}")
+            outcomes.append(json.loads((results / f"{index}.json").read_text()))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        shutil.rmtree(results, ignore_errors=True)
     return merge_outcomes(outcomes)
 
 
@@ -240,6 +250,7 @@ def merge_outcomes(outcomes: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "processes": len(outcomes),
         "requests": sum(o["requests"] for o in outcomes),
         "errors": sum(o["errors"] for o in outcomes),
+        "dropped": sum(o["dropped"] for o in outcomes),
         "seconds": max(o["seconds"] for o in outcomes),
         "latencies_ms": [x for o in outcomes for x in o["latencies_ms"]],
         "task_ids": [x for o in outcomes for x in o["task_ids"]],
