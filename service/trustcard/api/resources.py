@@ -11,6 +11,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy.orm import Session, sessionmaker
 
+from trustcard.api.broker_publish import LoopPublisher
 from trustcard.config import Settings
 from trustcard.db.engine import create_db_engine
 
@@ -33,7 +34,14 @@ class ApiResources:
         default_factory=lambda: ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="database")
     )
 
+    # Publishes from the event loop once its kombu channel is open (see broker_publish).
+    loop_publisher: LoopPublisher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.loop_publisher = LoopPublisher(self.celery, self.broker)
+
     async def aclose(self) -> None:
+        self.loop_publisher.close()
         self.publisher.shutdown(wait=False)
         self.database_threads.shutdown(wait=False)
         self.sessions.kw["bind"].dispose()

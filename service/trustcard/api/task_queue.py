@@ -71,7 +71,7 @@ async def submit(
     *,
     task_id: str | None = None,
 ) -> TaskRecord:
-    """Record the id, then publish the task on a worker thread (kombu's publish is blocking).
+    """Record the id, then publish the task (see broker_publish: no blocking I/O on the loop).
 
     `task_id`: an id chosen by the caller (the analysis routes store it before publishing).
     """
@@ -89,25 +89,20 @@ async def submit(
         record_submission_error(exc.dependency, exc.timed_out)
         raise
 
-    def publish() -> float:
-        started = time.perf_counter()
-        res.celery.send_task(name, args=args, kwargs=kwargs, task_id=record.task_id)
-        return time.perf_counter() - started
+    def publish() -> Awaitable[None]:
+        on_thread = partial(_in_publisher, res)
+        return res.loop_publisher.send_task(name, record.task_id, args, kwargs, on_thread)
 
+    started = time.perf_counter()
     try:
-        seconds = await _guarded(
-            "broker",
-            settings.broker_url,
-            settings.REDIS_TIMEOUT_SECONDS,
-            lambda: _in_publisher(res, publish),
-        )
+        await _guarded("broker", settings.broker_url, settings.REDIS_TIMEOUT_SECONDS, publish)
     except DependencyUnavailable as exc:
         record_submission_error(exc.dependency, exc.timed_out)
         if not exc.timed_out:
             # The publish definitely failed: the id must not look issued.
             await _forget_quietly(res, record.task_id)
         raise
-    observe_publish(name, seconds)
+    observe_publish(name, time.perf_counter() - started)
     return record
 
 

@@ -1,0 +1,174 @@
+"""Publish task messages from the event loop: Celery builds them, asyncio Redis sends them.
+
+`Celery.send_task` does two things: it builds the message (routing, headers, signals such as
+the tracing context and the publish-time stamp, kombu's envelope) and it runs one blocking
+LPUSH. The API used to run all of it on publisher threads, paying a thread hop, GIL contention
+with the event loop and a kombu client per publish on every submission.
+
+Here kombu's own publish-batch hook (`Producer.batch()`, kombu >= 5.7) collects the transport's
+final Redis commands instead of running them, and the API's asyncio client runs them. The
+message bytes are exactly those kombu would have written. Anything this path cannot capture
+without I/O (a non-direct exchange, a key prefix, an older kombu) uses the threaded path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from celery import Celery
+from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+Command = tuple[str, tuple[Any, ...]]
+T = TypeVar("T")
+
+
+class _Uncapturable(Exception):
+    """This message would need broker I/O to route (an exchange lookup): use the thread."""
+
+
+class _CapturedCommands:
+    """kombu's publish-batch protocol, keeping the Redis commands instead of running them."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.commands: list[Command] = []
+
+    def publish(self, message: Any, **kwargs: Any) -> None:
+        if kwargs.get("exchange"):
+            # A named exchange is routed by reading its bindings from Redis (a round trip).
+            raise _Uncapturable(f"exchange {kwargs['exchange']!r}")
+        self.channel.basic_publish(message, _publish_batch=self, **kwargs)
+
+    def add(self, name: str, *args: Any) -> None:
+        self.commands.append((name, args))
+
+    def flush(self) -> None:
+        """Nothing to do: the caller runs `commands` on its asyncio client."""
+
+    def discard(self) -> None:
+        self.commands.clear()
+
+    def close(self) -> None:
+        """Nothing held."""
+
+
+OnThread = Callable[[Callable[[], T]], Awaitable[T]]
+
+
+class LoopPublisher:
+    """send_task without blocking I/O on the event loop; one per API process.
+
+    The first publish opens the kombu channel and declares the queue on a thread (I/O); after
+    that building a message does no I/O, so it runs on the loop and the LPUSH is awaited.
+    """
+
+    def __init__(self, celery: Celery, broker: Redis) -> None:
+        self.celery = celery
+        self.broker = broker
+        self._producer: Any = None
+        self._session: _CapturedCommands | None = None
+        self._threaded_only = False
+        self._opening = asyncio.Lock()
+
+    async def send_task(
+        self,
+        name: str,
+        task_id: str,
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        on_thread: OnThread[Any],
+    ) -> None:
+        """Publish one task; raises what redis-py or kombu raise when the broker fails."""
+
+        def send_blocking() -> None:
+            self.celery.send_task(name, args=args, kwargs=kwargs, task_id=task_id)
+
+        commands: list[Command] | None = None
+        if self._producer is None and not self._threaded_only:
+            async with self._opening:
+                if self._producer is None and not self._threaded_only:
+                    commands = await on_thread(lambda: self._open(name, task_id, args, kwargs))
+                    if commands is None:
+                        return  # sent on the thread, by kombu
+        if commands is None:
+            if self._threaded_only:
+                await on_thread(send_blocking)
+                return
+            try:
+                commands = self._capture(self._producer, name, task_id, args, kwargs)
+            except _Uncapturable as exc:
+                log.info("publishing %s on a thread: %s", name, exc)
+                await on_thread(send_blocking)
+                return
+        await self._execute(commands)
+
+    def _open(
+        self, name: str, task_id: str, args: list[Any] | None, kwargs: dict[str, Any] | None
+    ) -> list[Command] | None:
+        """Open the channel and capture the first message (declaring its queue); on a thread.
+
+        None: the message was sent by kombu itself, because capturing is not possible.
+        """
+        connection = self.celery.connection_for_write()
+        channel: Any = connection.default_channel
+        producer = self.celery.amqp.Producer(channel, auto_declare=False)
+        key_prefix = getattr(channel, "global_keyprefix", None)
+        if key_prefix or not hasattr(producer, "batch"):
+            # kombu < 5.7 has no batch hook; a key prefix is applied by kombu's own client.
+            log.info("publishing on threads: kombu cannot hand over its Redis commands here")
+            connection.release()
+            self._threaded_only = True
+            self.celery.send_task(name, args=args, kwargs=kwargs, task_id=task_id)
+            return None
+        # kombu's batch asks the channel for a session: hand it this call's collector.
+        channel.create_publish_batch = self._current_session
+        try:
+            commands = self._capture(producer, name, task_id, args, kwargs)
+        except _Uncapturable:
+            commands = None
+            self.celery.send_task(name, args=args, kwargs=kwargs, task_id=task_id)
+        self._producer = producer
+        return commands
+
+    def _current_session(self, max_size: int) -> _CapturedCommands:
+        assert self._session is not None, "kombu asked for a batch outside _capture"
+        return self._session
+
+    def _capture(
+        self,
+        producer: Any,
+        name: str,
+        task_id: str,
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+    ) -> list[Command]:
+        """Run send_task up to where kombu would talk to Redis; its commands instead."""
+        session = self._session = _CapturedCommands(producer.channel)
+        try:
+            with producer.batch():
+                self.celery.send_task(
+                    name, args=args, kwargs=kwargs, task_id=task_id, producer=producer
+                )
+        finally:
+            self._session = None
+        return session.commands
+
+    async def _execute(self, commands: list[Command]) -> None:
+        if len(commands) == 1:
+            command, args = commands[0]
+            await getattr(self.broker, command)(*args)
+            return
+        async with self.broker.pipeline(transaction=False) as pipe:
+            for command, args in commands:
+                getattr(pipe, command)(*args)
+            await pipe.execute()
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.connection.release()
+            self._producer = None
