@@ -63,6 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Tracing is the OpenTelemetry instrumentor's (instrument_api), which FastAPI's native
+        # telemetry defers to anyway; off, it stops probing the providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         # 413 for larger request bodies, before anything reads them.
         max_body_size=settings.MAX_REQUEST_BODY_BYTES,
     )
