@@ -72,6 +72,7 @@ def _memory(axes: Axes, run: Run) -> None:
             marker="o",
             label="worker (parent + children)",
         )
+        axes.plot(tasks, [point[3] for point in run.rss_series], marker="o", label="worker parent")
         axes.set_ylim(bottom=0)
         axes.legend(fontsize=7)
     axes.set_xlabel("tasks after warm-up")

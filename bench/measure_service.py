@@ -11,8 +11,16 @@ from urllib.parse import urlsplit
 
 from bench.figures import Run
 from bench.httpgen import BACKLOG_GRACE
-from bench.procs import drain_rate, otlp_sink, phase, set_consuming, wait_drained, wait_idle
-from bench.raw import STATS, drain_key, e2e_key
+from bench.procs import (
+    drain_rate,
+    otlp_sink,
+    phase,
+    process_rss,
+    set_consuming,
+    wait_drained,
+    wait_idle,
+)
+from bench.raw import PER_TASKS, STATS, drain_key, e2e_key
 from bench.service import Observability, Service, generate_load
 from bench.sizes import Sizes
 from bench.stats import latency_summary, mib, rate
@@ -284,16 +292,18 @@ def measure_memory(run: Run, service: Service, sizes: Sizes, idle: tuple[int, in
     warmup = max(50, sizes.memory_tasks // 20)
     _submit_and_wait(service, broker, warmup)
     warm = (service.api_rss(), service.worker_rss())
-    series: list[tuple[int, float, float]] = [(0, mib(warm[0]), mib(warm[1]))]
+    parent_warm = process_rss(service.worker_pid)
+    series = [(0, mib(warm[0]), mib(warm[1]), mib(parent_warm))]
     chunk = max(1, sizes.memory_tasks // sizes.memory_checkpoints)
     done = 0
     while done < sizes.memory_tasks:
         count = min(chunk, sizes.memory_tasks - done)
         _submit_and_wait(service, broker, count)
         done += count
-        series.append((done, mib(service.api_rss()), mib(service.worker_rss())))
+        parent = mib(process_rss(service.worker_pid))
+        series.append((done, mib(service.api_rss()), mib(service.worker_rss()), parent))
     run.rss_series = series
-    final_api, final_worker = series[-1][1], series[-1][2]
+    final_api, final_worker, final_parent = series[-1][1], series[-1][2], series[-1][3]
     n = f"{sizes.memory_tasks:,}"
     rows = (
         ("svc.api_rss.idle", "API RSS idle (fresh start)", mib(idle[0]), None),
@@ -327,6 +337,15 @@ def measure_memory(run: Run, service: Service, sizes: Sizes, idle: tuple[int, in
     )
     for key, label, value, baseline in rows:
         run.add(key, GROUP_MEMORY, label, value, "MiB", "lower", baseline=baseline)
+    # Per 1,000 tasks, like the raw worker's figure (measured over its drain).
+    run.add(
+        "svc.worker_parent_growth",
+        GROUP_MEMORY,
+        f"worker parent RSS growth over those {n} tasks, per {PER_TASKS:,} tasks",
+        (final_parent - mib(parent_warm)) * PER_TASKS / sizes.memory_tasks,
+        f"MiB/{PER_TASKS:,} tasks",
+        "lower",
+    )
 
 
 def _submit_and_wait(service: Service, broker: str, count: int) -> None:

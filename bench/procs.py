@@ -60,6 +60,15 @@ def log_size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
+def process_rss(pid: int) -> int:
+    """RSS of one process (a worker's parent alone: its children are replaced every 50 tasks)."""
+    try:
+        rss: int = psutil.Process(pid).memory_info().rss
+    except psutil.NoSuchProcess:
+        return 0
+    return rss
+
+
 def tree_rss(pid: int) -> int:
     """RSS of a process plus all its descendants (a worker's parent and pool children)."""
     try:

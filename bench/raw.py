@@ -18,6 +18,7 @@ from bench.procs import (
     drain_rate,
     log_size,
     phase,
+    process_rss,
     redis_server,
     run_json,
     set_consuming,
@@ -32,6 +33,8 @@ from trustcard.local_redis import RedisServer
 GROUP_REDIS = "Raw Redis (redis-py, 1 client)"
 GROUP_CELERY = "Raw Celery (stock prefork, same settings)"
 STATS = ("p50", "p95", "p99", "max")
+PARENT_GROWTH_KEY = "raw.celery.worker_parent_growth"
+PER_TASKS = 1000  # RSS growth is given per this many tasks
 
 
 def recycling_label(max_tasks_per_child: int) -> str:
@@ -174,6 +177,7 @@ def measure_worker(run: Run, workdir: Path, sizes: Sizes, max_tasks_per_child: i
                     "lower",
                 )
             result = worker.client("e2e", sizes.e2e, timeout=600)
+            parent_warm = process_rss(pid)
             # Queue the drain while the worker does not consume, as docs/recycling-stall.md did.
             set_consuming(server.url(0), raw_app.QUEUE, consuming=False)
             ids = [str(x) for x in _list(worker.client("enqueue", sizes.drain, 300)["ids"])]
@@ -181,6 +185,7 @@ def measure_worker(run: Run, workdir: Path, sizes: Sizes, max_tasks_per_child: i
             done_at = wait_drained(
                 server.url(0), server.url(1), raw_app.QUEUE, ids, timeout=60 + sizes.drain / 20
             )
+            parent_growth = mib(process_rss(pid) - parent_warm) * 1000 / len(ids)
         finally:
             worker.stop()
     latencies = [_float(x) for x in _list(result["latencies_ms"])][1:]  # [0]: cold start
@@ -206,6 +211,15 @@ def measure_worker(run: Run, workdir: Path, sizes: Sizes, max_tasks_per_child: i
         baseline=drain_key(0) if max_tasks_per_child else None,
     )
     run.samples[f"raw Celery e2e, {label}"] = latencies
+    if max_tasks_per_child == 50:
+        run.add(
+            PARENT_GROWTH_KEY,
+            GROUP_CELERY,
+            f"worker parent RSS growth over the drain, recycling at 50, per {PER_TASKS:,} tasks",
+            parent_growth,
+            f"MiB/{PER_TASKS:,} tasks",
+            "lower",
+        )
 
 
 def _list(value: object) -> list[object]:

@@ -30,7 +30,8 @@ def fmt(value: float | None, unit: str = "") -> str:
 
 
 def fmt_ratio(ratio: float | None) -> str:
-    return "—" if ratio is None else f"{ratio:.2f}x"
+    """3 significant digits: 0.00371x says more than 0.00x."""
+    return "—" if ratio is None else f"{ratio:#.3g}x"
 
 
 def verdict_text(target: dict[str, Any]) -> str:
@@ -39,7 +40,7 @@ def verdict_text(target: dict[str, Any]) -> str:
     if target["passed"]:
         return "pass"
     miss = target["miss_by"]
-    return "MISS" + (f" by {miss:.0%}" if miss is not None else "")
+    return "MISS" + (f" by {miss:.1%}" if miss is not None else "")
 
 
 def markdown(run: Run, sizes: Sizes, meta: dict[str, Any]) -> str:
@@ -93,8 +94,8 @@ def as_json(run: Run, sizes: Sizes, meta: dict[str, Any]) -> dict[str, Any]:
         "figures": [figure.as_dict() for figure in run.figures.values()],
         "targets": run.targets,
         "rss_series": [
-            {"tasks": tasks, "api_mib": api, "worker_mib": worker}
-            for tasks, api, worker in run.rss_series
+            {"tasks": tasks, "api_mib": api, "worker_mib": worker, "worker_parent_mib": parent}
+            for tasks, api, worker, parent in run.rss_series
         ],
         "notes": run.notes,
         "failures": run.failures,

@@ -30,7 +30,12 @@ GROUP_PREFIXES = {
     "memory": "svc.api_rss.",
 }
 # Differences can be 0 or negative (RSS growth); every other figure is a positive measurement.
-SIGNED = {"svc.api_rss.growth", "svc.worker_rss.growth"}
+SIGNED = {
+    "svc.api_rss.growth",
+    "svc.worker_rss.growth",
+    "svc.worker_parent_growth",
+    "raw.celery.worker_parent_growth",
+}
 
 
 @pytest.fixture(scope="module")
