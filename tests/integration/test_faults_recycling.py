@@ -20,7 +20,7 @@ import pytest
 from tests.faults import deliveries, figures, queue_length, successes, unacked_count
 from tests.stack import ServiceStack, submit, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 TASKS = 1200
 MAX_TASKS_PER_CHILD = 50
@@ -62,7 +62,7 @@ def test_recycling_every_50_tasks_loses_and_repeats_nothing(recycling_stack: Ser
         def finished() -> bool:
             return sum(successes([worker.log()], "test.add").values()) >= TASKS
 
-        wait_until(finished, 150, interval=0.5, what=f"{TASKS} successes in the worker log")
+        wait_until(finished, 90, interval=0.5, what=f"{TASKS} successes in the worker log")
         drained = time.monotonic() - started
         bodies = {task_id: client.get(f"/tasks/{task_id}").json() for task_id in ids}
 
