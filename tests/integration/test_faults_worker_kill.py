@@ -7,10 +7,12 @@ timeout, so the redelivery delay is that timeout plus at most one sweep interval
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.faults import (
@@ -19,6 +21,7 @@ from tests.faults import (
     figures,
     group_alive,
     kill_group,
+    plain_celery,
     start_worker,
     stop_quietly,
     successes,
@@ -113,3 +116,60 @@ def test_sigkilled_worker_tasks_are_redelivered_and_take_effect_once(
         assert VISIBILITY_TIMEOUT - 2 <= max(redelivered_after.values()) <= VISIBILITY_TIMEOUT + 12
     finally:
         stop_quietly(first, second)
+
+
+def test_sigkilled_pool_child_requeues_its_task_at_once(short_timeout_stack: ServiceStack) -> None:
+    """An OOM kill hits one pool child, not the worker: the task is requeued right away
+    (task_reject_on_worker_lost), not after the visibility timeout, and runs to success once."""
+    stack = short_timeout_stack
+    worker: Worker | None = None
+    try:
+        worker = start_worker(stack, "worker")
+        main = psutil.Process(worker.pid)
+        with stack.client() as client:
+            task_id = submit(client, "/tasks/test/sleep", seconds=3)
+            wait_all(client, [task_id], {"processing"}, timeout=30, what="the task to start")
+            child = psutil.Process(pid_running(stack, task_id))
+            assert child.ppid() == main.pid
+            child.send_signal(signal.SIGKILL)
+            killed_at = time.monotonic()
+            body = wait_all(client, [task_id], {"completed"}, timeout=30, what="rerun")[task_id]
+            recovered = time.monotonic() - killed_at
+            follow_up = submit(client, "/tasks/test/add", x=1, y=2)
+            assert (
+                wait_all(client, [follow_up], {"completed"}, timeout=20)[follow_up]["result"] == 3
+            )
+
+        log = worker.log()
+        assert body["result"]["slept_seconds"] >= 3
+        assert deliveries([log], "test.sleep")[task_id] == 2
+        assert successes([log], "test.sleep")[task_id] == 1
+        assert "WorkerLostError" in log
+        assert worker.proc.alive()
+        assert psutil.Process(worker.pid).is_running()
+        assert unacked_count(stack) == 0
+        figures(
+            "pool child SIGKILL",
+            sent=2,
+            completed=2,
+            lost=0,
+            duplicated=int(successes([log], "test.sleep")[task_id] > 1),
+            started_twice=int(deliveries([log], "test.sleep")[task_id] > 1),
+            recovery_seconds=recovered,
+        )
+        # Requeued at once: well before the visibility timeout could have brought it back.
+        assert recovered < VISIBILITY_TIMEOUT
+    finally:
+        stop_quietly(worker)
+
+
+def pid_running(stack: ServiceStack, task_id: str) -> int:
+    """The pool child running `task_id`, as the worker reports it (`inspect active`)."""
+    outsider = plain_celery(stack)
+    try:
+        replies = outsider.control.inspect(timeout=2).active() or {}
+    finally:
+        outsider.close()
+    pids = [t["worker_pid"] for tasks in replies.values() for t in tasks if t["id"] == task_id]
+    assert len(pids) == 1, replies
+    return int(pids[0])
