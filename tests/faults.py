@@ -161,15 +161,6 @@ def unacked_count(stack: ServiceStack) -> int:
         return int(client.hlen("unacked"))
 
 
-def statuses(client: httpx.Client, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """GET /tasks/{id} for each id: {id: body}."""
-    out: dict[str, dict[str, Any]] = {}
-    for task_id in ids:
-        body: dict[str, Any] = client.get(f"/tasks/{task_id}").json()
-        out[task_id] = body
-    return out
-
-
 def wait_all(
     client: httpx.Client,
     ids: Iterable[str],
@@ -243,7 +234,3 @@ def lines_about(text: str, ids: Iterable[str], limit: int = 60) -> str:
     wanted = tuple(ids)
     hits = [line for line in text.splitlines() if any(i in line for i in wanted)]
     return "\n".join(hits[-limit:])
-
-
-def log_since(path: Path, offset: int) -> str:
-    return path.read_text(errors="replace")[offset:] if path.exists() else ""
