@@ -31,7 +31,9 @@ def fmt(value: float | None, unit: str = "") -> str:
 
 def fmt_ratio(ratio: float | None) -> str:
     """3 significant digits: 0.00371x says more than 0.00x."""
-    return "—" if ratio is None else f"{ratio:#.3g}x"
+    if ratio is None:
+        return "—"
+    return f"{ratio:,.0f}x" if ratio >= 100 else f"{ratio:.3g}x"
 
 
 def verdict_text(target: dict[str, Any]) -> str:
