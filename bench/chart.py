@@ -65,18 +65,20 @@ def _throughput(axes: Axes, run: Run) -> None:
 def _memory(axes: Axes, run: Run) -> None:
     if run.rss_series:
         tasks = [point[0] for point in run.rss_series]
-        axes.plot(tasks, [point[1] for point in run.rss_series], marker="o", label="API")
+        axes.plot(tasks, [point[1] for point in run.rss_series], marker="o", label="API (RSS)")
         axes.plot(
             tasks,
             [point[2] for point in run.rss_series],
             marker="o",
-            label="worker (parent + children)",
+            label="worker, parent + children (PSS)",
         )
-        axes.plot(tasks, [point[3] for point in run.rss_series], marker="o", label="worker parent")
+        axes.plot(
+            tasks, [point[3] for point in run.rss_series], marker="o", label="worker parent (RSS)"
+        )
         axes.set_ylim(bottom=0)
         axes.legend(fontsize=7)
     axes.set_xlabel("tasks after warm-up")
-    axes.set_ylabel("RSS, MiB")
+    axes.set_ylabel("MiB")
     axes.set_title("Memory along the memory run")
     axes.grid(True, alpha=0.3)
 

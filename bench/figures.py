@@ -33,8 +33,8 @@ class Run:
     figures: dict[str, Figure] = field(default_factory=dict)
     # Raw samples for the chart (latencies in ms), by name.
     samples: dict[str, list[float]] = field(default_factory=dict)
-    # (tasks done, API, worker parent + children, worker parent alone), RSS in MiB, along
-    # the memory run.
+    # (tasks done, API RSS, worker parent + children PSS, worker parent RSS), MiB, along the
+    # memory run.
     rss_series: list[tuple[int, float, float, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # Target verdicts (bench.targets.evaluate), as plain dicts for the JSON.

@@ -284,14 +284,14 @@ def _sink_exports(sink_url: str) -> int:
 
 
 def measure_memory(run: Run, service: Service, sizes: Sizes, idle: tuple[int, int]) -> None:
-    """RSS of API and worker tree: idle, after a warm-up, and along `memory_tasks` more tasks.
+    """API RSS and worker PSS: idle, after a warm-up, and along `memory_tasks` more tasks.
 
     The worker is the one started with the default settings for the end-to-end runs.
     """
     broker = service.redis_url
     warmup = max(50, sizes.memory_tasks // 20)
     _submit_and_wait(service, broker, warmup)
-    warm = (service.api_rss(), service.worker_rss())
+    warm = (service.api_rss(), service.worker_pss())
     parent_warm = process_rss(service.worker_pid)
     series = [(0, mib(warm[0]), mib(warm[1]), mib(parent_warm))]
     chunk = max(1, sizes.memory_tasks // sizes.memory_checkpoints)
@@ -301,7 +301,7 @@ def measure_memory(run: Run, service: Service, sizes: Sizes, idle: tuple[int, in
         _submit_and_wait(service, broker, count)
         done += count
         parent = mib(process_rss(service.worker_pid))
-        series.append((done, mib(service.api_rss()), mib(service.worker_rss()), parent))
+        series.append((done, mib(service.api_rss()), mib(service.worker_pss()), parent))
     run.rss_series = series
     final_api, final_worker, final_parent = series[-1][1], series[-1][2], series[-1][3]
     n = f"{sizes.memory_tasks:,}"
@@ -321,16 +321,16 @@ def measure_memory(run: Run, service: Service, sizes: Sizes, idle: tuple[int, in
             None,
         ),
         (
-            "svc.worker_rss.idle",
-            "worker RSS idle (parent + 2 children)",
+            "svc.worker_pss.idle",
+            "worker PSS idle (parent + 2 children)",
             mib(idle[1]),
-            "raw.celery.worker_rss",
+            "raw.celery.worker_pss",
         ),
-        ("svc.worker_rss.warm", f"worker RSS after warm-up ({warmup} tasks)", mib(warm[1]), None),
-        ("svc.worker_rss.after", f"worker RSS after {n} more tasks", final_worker, None),
+        ("svc.worker_pss.warm", f"worker PSS after warm-up ({warmup} tasks)", mib(warm[1]), None),
+        ("svc.worker_pss.after", f"worker PSS after {n} more tasks", final_worker, None),
         (
-            "svc.worker_rss.growth",
-            f"worker RSS growth over those {n} tasks",
+            "svc.worker_pss.growth",
+            f"worker PSS growth over those {n} tasks",
             final_worker - mib(warm[1]),
             None,
         ),
@@ -361,7 +361,7 @@ def measure_all(run: Run, workdir: Path, sizes: Sizes) -> None:
             service.start()
             service.start_worker()
             time.sleep(1.0)  # let start-up settle before the idle sample
-            idle = (service.api_rss(), service.worker_rss())
+            idle = (service.api_rss(), service.worker_pss())
         with phase("end-to-end"):
             measure_end_to_end(run, service, sizes)
         with phase("submissions"):

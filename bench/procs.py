@@ -69,8 +69,12 @@ def process_rss(pid: int) -> int:
     return rss
 
 
-def tree_rss(pid: int) -> int:
-    """RSS of a process plus all its descendants (a worker's parent and pool children)."""
+def tree_pss(pid: int) -> int:
+    """PSS of a process plus all its descendants (a worker's parent and pool children).
+
+    Summing RSS over a forked tree counts every page the children share copy-on-write with
+    the parent once per process (3x for -c 2); PSS splits shared pages between the sharers.
+    """
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
@@ -79,7 +83,7 @@ def tree_rss(pid: int) -> int:
     total = 0
     for proc in procs:
         try:
-            total += proc.memory_info().rss
+            total += proc.memory_full_info().pss
         except psutil.NoSuchProcess:
             continue
     return total

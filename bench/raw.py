@@ -22,7 +22,7 @@ from bench.procs import (
     redis_server,
     run_json,
     set_consuming,
-    tree_rss,
+    tree_pss,
     wait_drained,
     wait_for_log,
 )
@@ -169,10 +169,10 @@ def measure_worker(run: Run, workdir: Path, sizes: Sizes, max_tasks_per_child: i
             pid = worker.start()
             if max_tasks_per_child == 50:
                 run.add(
-                    "raw.celery.worker_rss",
+                    "raw.celery.worker_pss",
                     GROUP_CELERY,
-                    "worker RSS idle (parent + 2 children, recycling at 50)",
-                    mib(tree_rss(pid)),
+                    "worker PSS idle (parent + 2 children, recycling at 50)",
+                    mib(tree_pss(pid)),
                     "MiB",
                     "lower",
                 )

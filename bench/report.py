@@ -96,7 +96,12 @@ def as_json(run: Run, sizes: Sizes, meta: dict[str, Any]) -> dict[str, Any]:
         "figures": [figure.as_dict() for figure in run.figures.values()],
         "targets": run.targets,
         "rss_series": [
-            {"tasks": tasks, "api_mib": api, "worker_mib": worker, "worker_parent_mib": parent}
+            {
+                "tasks": tasks,
+                "api_rss_mib": api,
+                "worker_pss_mib": worker,
+                "worker_parent_rss_mib": parent,
+            }
             for tasks, api, worker, parent in run.rss_series
         ],
         "notes": run.notes,

@@ -20,7 +20,7 @@ import httpx
 import redis
 from tests.stack import Proc, trustcard_cmd, upgrade_database, wait_until
 
-from bench.procs import bench_env, log_size, run_json, tree_rss, wait_for_log
+from bench.procs import bench_env, log_size, process_rss, run_json, tree_pss, wait_for_log
 from trustcard.local_redis import RedisServer, free_port
 from trustcard.names import QUEUE
 
@@ -145,10 +145,11 @@ class Service:
             self.redis.stop()
 
     def api_rss(self) -> int:
-        return tree_rss(self.api_pid)
+        return process_rss(self.api_pid)
 
-    def worker_rss(self) -> int:
-        return tree_rss(self.worker_pid)
+    def worker_pss(self) -> int:
+        """PSS of the worker's parent and pool children (shared pages counted once)."""
+        return tree_pss(self.worker_pid)
 
     def purge_queue(self) -> None:
         """Drop queued submissions (of a throughput run) so the next phase starts empty."""

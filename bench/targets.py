@@ -11,8 +11,8 @@ from bench.figures import Run
 # at_most: value <= limit;                      at_most_plus: value <= reference + limit.
 Rule = Literal["at_least_ratio", "at_most_ratio", "at_most", "at_most_plus"]
 
-# RSS change over the memory run that counts as noise, not growth (children recycle every 50
-# tasks, so the worker's sample depends on how far its children are into their 50).
+# Memory change over the memory run that counts as noise, not growth (children recycle every
+# 50 tasks, so the worker's sample depends on how far its children are into their 50).
 RSS_NOISE_MIB = 5.0
 
 
@@ -93,7 +93,7 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target(
         "memory: worker growth",
-        "svc.worker_rss.growth",
+        "svc.worker_pss.growth",
         "at_most",
         RSS_NOISE_MIB,
         None,

@@ -32,7 +32,7 @@ GROUP_PREFIXES = {
 # Differences can be 0 or negative (RSS growth); every other figure is a positive measurement.
 SIGNED = {
     "svc.api_rss.growth",
-    "svc.worker_rss.growth",
+    "svc.worker_pss.growth",
     "svc.worker_parent_growth",
     "raw.celery.worker_parent_growth",
 }
