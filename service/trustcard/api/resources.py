@@ -12,6 +12,7 @@ from redis.retry import Retry
 from sqlalchemy.orm import Session, sessionmaker
 
 from trustcard.api.broker_publish import LoopPublisher
+from trustcard.api.result_subscriptions import SubscriberPool
 from trustcard.config import Settings
 from trustcard.db.engine import create_db_engine
 
@@ -37,10 +38,15 @@ class ApiResources:
     # Publishes from the event loop once its kombu channel is open (see broker_publish).
     loop_publisher: LoopPublisher = field(init=False)
 
+    # Long-poll subscriber connections, kept open between waits (see result_subscriptions).
+    subscribers: SubscriberPool = field(init=False)
+
     def __post_init__(self) -> None:
         self.loop_publisher = LoopPublisher(self.celery, self.broker)
+        self.subscribers = SubscriberPool(self.backend, self.settings.REDIS_TIMEOUT_SECONDS)
 
     async def aclose(self) -> None:
+        await self.subscribers.aclose()
         self.loop_publisher.close()
         self.publisher.shutdown(wait=False)
         self.database_threads.shutdown(wait=False)

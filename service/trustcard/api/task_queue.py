@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
@@ -149,7 +150,21 @@ async def wait_until_finished(res: ApiResources, task_id: str, seconds: float) -
 
     Celery's Redis backend PUBLISHes every state it stores on the channel named like the result
     key; we subscribe before reading the state, so no update can slip between read and wait.
+    The subscriber connection comes from, and goes back to, a pool kept open between waits.
     """
+    pubsub = res.subscribers.acquire()
+    try:
+        view = await _wait_on(res, pubsub, task_id, seconds)
+    except BaseException:
+        res.subscribers.discard(pubsub)
+        raise
+    res.subscribers.release(pubsub)
+    return view
+
+
+async def _wait_on(
+    res: ApiResources, pubsub: PubSub, task_id: str, seconds: float
+) -> TaskView | None:
     backend = res.celery.backend
     settings = res.settings
 
@@ -158,35 +173,27 @@ async def wait_until_finished(res: ApiResources, task_id: str, seconds: float) -
             "result backend", settings.result_backend_url, settings.REDIS_TIMEOUT_SECONDS, call
         )
 
-    pubsub = res.backend.pubsub()
-    try:
-        await guarded(lambda: pubsub.subscribe(backend.get_key_for_task(task_id)))
-        loaded = await _load(res, task_id)
-        if loaded is None:
-            return None
-        record, meta = loaded
-        view = build_view(record, meta)
-        deadline = time.monotonic() + seconds
-        while not view.status.finished:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                # A cancel of a task no worker has seen changes only our record: read it too.
-                return await lookup(res, task_id)
-            read = partial(
-                pubsub.get_message,
-                ignore_subscribe_messages=True,
-                timeout=min(remaining, WAIT_SLICE_SECONDS),
-            )
-            message = await guarded(read)
-            if message is not None and message.get("type") == "message":
-                view = build_view(record, _decode_meta(backend, task_id, message["data"]))
-        return view
-    finally:
-        try:
-            async with asyncio.timeout(settings.REDIS_TIMEOUT_SECONDS):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-        except (*UNREACHABLE, TimeoutError):
-            log.debug("could not close the result subscription of %s cleanly", task_id)
+    await guarded(lambda: pubsub.subscribe(backend.get_key_for_task(task_id)))
+    loaded = await _load(res, task_id)
+    if loaded is None:
+        return None
+    record, meta = loaded
+    view = build_view(record, meta)
+    deadline = time.monotonic() + seconds
+    while not view.status.finished:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            # A cancel of a task no worker has seen changes only our record: read it too.
+            return await lookup(res, task_id)
+        read = partial(
+            pubsub.get_message,
+            ignore_subscribe_messages=True,
+            timeout=min(remaining, WAIT_SLICE_SECONDS),
+        )
+        message = await guarded(read)
+        if message is not None and message.get("type") == "message":
+            view = build_view(record, _decode_meta(backend, task_id, message["data"]))
+    return view
 
 
 def _decode_meta(backend: Any, task_id: str, raw: bytes | None) -> dict[str, Any] | None:
