@@ -20,7 +20,7 @@ from bench.procs import (
     wait_drained,
     wait_idle,
 )
-from bench.raw import PER_TASKS, STATS, drain_key, e2e_key
+from bench.raw import PARENT_GROWTH_KEY, PER_TASKS, STATS, drain_key, e2e_key
 from bench.service import Observability, Service, generate_load
 from bench.sizes import Sizes
 from bench.stats import latency_summary, mib, rate
@@ -345,6 +345,7 @@ def measure_memory(run: Run, service: Service, sizes: Sizes, idle: tuple[int, in
         (final_parent - mib(parent_warm)) * PER_TASKS / sizes.memory_tasks,
         f"MiB/{PER_TASKS:,} tasks",
         "lower",
+        baseline=PARENT_GROWTH_KEY,
     )
 
 

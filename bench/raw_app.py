@@ -25,6 +25,10 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     task_track_started=True,
+    # The service's limits: the pool arms a soft and a hard timer per task (kombu keeps each
+    # cancelled timer in its heap until it would have fired, so these cost memory too).
+    task_time_limit=300,
+    task_soft_time_limit=240,
     worker_max_tasks_per_child=int(os.environ.get("BENCH_MAX_TASKS_PER_CHILD", "50")) or None,
     worker_concurrency=2,
     broker_transport_options={"visibility_timeout": 600, "socket_timeout": 5},
