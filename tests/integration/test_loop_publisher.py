@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 from redis.asyncio import Redis
 
 from trustcard.api.broker_publish import LoopPublisher
@@ -149,5 +150,41 @@ def test_a_down_broker_raises_instead_of_hanging(tmp_path: Path) -> None:
 
     try:
         asyncio.run(publish_after_stop())
+    finally:
+        server.stop()
+
+
+def test_a_broker_down_at_the_first_publish_is_retried_by_the_next(tmp_path: Path) -> None:
+    """The failed opening leaves nothing half-open: once Redis is back, publishing works."""
+    server = RedisServer(data_dir=tmp_path / "late", appendonly=False).start()
+    server.stop()
+    settings = Settings(REDIS_URL=server.url(0), RESULT_BACKEND_URL=server.url(1))
+
+    async def scenario() -> list[str]:
+        celery = create_celery_app(settings)
+        broker = Redis.from_url(settings.broker_url, socket_connect_timeout=1)
+        publisher = LoopPublisher(celery, broker)
+        left_the_loop: list[str] = []
+
+        async def on_thread(call: Callable[[], T]) -> T:
+            left_the_loop.append("thread")
+            return await asyncio.to_thread(call)
+
+        try:
+            with pytest.raises(OperationalError):
+                await publisher.send_task("test.add", "refused", None, {"x": 1, "y": 1}, on_thread)
+            server.start()
+            for task_id in ("first", "second"):
+                await publisher.send_task("test.add", task_id, None, {"x": 1, "y": 1}, on_thread)
+        finally:
+            publisher.close()
+            await broker.aclose()
+            celery.close()
+        return left_the_loop
+
+    try:
+        # The refused publish and the one that opened the channel ran on threads; not the last.
+        assert asyncio.run(scenario()) == ["thread", "thread"]
+        assert [m["headers"]["id"] for m in _queued(settings.broker_url)] == ["first", "second"]
     finally:
         server.stop()

@@ -13,8 +13,8 @@ without I/O (a non-direct exchange, a key prefix, an older kombu) uses the threa
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -63,8 +63,9 @@ OnThread = Callable[[Callable[[], T]], Awaitable[T]]
 class LoopPublisher:
     """send_task without blocking I/O on the event loop; one per API process.
 
-    The first publish opens the kombu channel and declares the queue on a thread (I/O); after
-    that building a message does no I/O, so it runs on the loop and the LPUSH is awaited.
+    The first publish runs on a thread, as kombu's own: it opens the channel, declares the
+    queue and LPUSHes (I/O). After that, building a message does no I/O, so it runs on the
+    loop and only the LPUSH is awaited.
     """
 
     def __init__(self, celery: Celery, broker: Redis) -> None:
@@ -73,7 +74,8 @@ class LoopPublisher:
         self._producer: Any = None
         self._session: _CapturedCommands | None = None
         self._threaded_only = False
-        self._opening = asyncio.Lock()
+        # Publisher threads that find no channel yet open one at a time.
+        self._opening = threading.Lock()
 
     async def send_task(
         self,
@@ -84,56 +86,61 @@ class LoopPublisher:
         on_thread: OnThread[Any],
     ) -> None:
         """Publish one task; raises what redis-py or kombu raise when the broker fails."""
-
-        def send_blocking() -> None:
-            self.celery.send_task(name, args=args, kwargs=kwargs, task_id=task_id)
-
-        commands: list[Command] | None = None
-        if self._producer is None and not self._threaded_only:
-            async with self._opening:
-                if self._producer is None and not self._threaded_only:
-                    commands = await on_thread(lambda: self._open(name, task_id, args, kwargs))
-                    if commands is None:
-                        return  # sent on the thread, by kombu
-        if commands is None:
-            if self._threaded_only:
-                await on_thread(send_blocking)
-                return
-            try:
-                commands = self._capture(self._producer, name, task_id, args, kwargs)
-            except _Uncapturable as exc:
-                log.info("publishing %s on a thread: %s", name, exc)
-                await on_thread(send_blocking)
-                return
+        producer = self._producer
+        if producer is None or self._threaded_only:
+            await on_thread(lambda: self._publish_on_thread(name, task_id, args, kwargs))
+            return
+        try:
+            commands = self._capture(producer, name, task_id, args, kwargs)
+        except _Uncapturable as exc:
+            log.info("publishing %s on a thread: %s", name, exc)
+            await on_thread(lambda: self._send(name, task_id, args, kwargs))
+            return
         await self._execute(commands)
 
-    def _open(
-        self, name: str, task_id: str, args: list[Any] | None, kwargs: dict[str, Any] | None
-    ) -> list[Command] | None:
-        """Open the channel and capture the first message (declaring its queue); on a thread.
+    def _send(
+        self,
+        name: str,
+        task_id: str,
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+        producer: Any = None,
+    ) -> None:
+        """Celery's own blocking publish (its producer pool unless `producer` is given)."""
+        self.celery.send_task(name, args=args, kwargs=kwargs, task_id=task_id, producer=producer)
 
-        None: the message was sent by kombu itself, because capturing is not possible.
-        """
+    def _publish_on_thread(
+        self, name: str, task_id: str, args: list[Any] | None, kwargs: dict[str, Any] | None
+    ) -> None:
+        """Publish as kombu does; the first call also opens the channel later captures use."""
+        with self._opening:
+            if self._producer is None and not self._threaded_only:
+                self._open_with(name, task_id, args, kwargs)
+                return
+        self._send(name, task_id, args, kwargs)
+
+    def _open_with(
+        self, name: str, task_id: str, args: list[Any] | None, kwargs: dict[str, Any] | None
+    ) -> None:
         connection = self.celery.connection_for_write()
-        channel: Any = connection.default_channel
-        producer = self.celery.amqp.Producer(channel, auto_declare=False)
-        key_prefix = getattr(channel, "global_keyprefix", None)
-        if key_prefix or not hasattr(producer, "batch"):
+        try:
+            channel: Any = connection.default_channel
+            producer = self.celery.amqp.Producer(channel, auto_declare=False)
+            # The first message is kombu's own publish: it declares the queue on this channel.
+            self._send(name, task_id, args, kwargs, producer=producer)
+        except BaseException:
+            # Broker down: the next publish opens a fresh connection.
+            connection.release()
+            raise
+        if getattr(channel, "global_keyprefix", None) or not hasattr(producer, "batch"):
             # kombu < 5.7 has no batch hook; a key prefix is applied by kombu's own client.
             log.info("publishing on threads: kombu cannot hand over its Redis commands here")
             connection.release()
             self._threaded_only = True
-            self.celery.send_task(name, args=args, kwargs=kwargs, task_id=task_id)
-            return None
-        # kombu's batch asks the channel for a session: hand it this call's collector.
+            return
+        # kombu's batch asks the channel for a session: hand it the collector of the capture.
         channel.create_publish_batch = self._current_session
-        try:
-            commands = self._capture(producer, name, task_id, args, kwargs)
-        except _Uncapturable:
-            commands = None
-            self.celery.send_task(name, args=args, kwargs=kwargs, task_id=task_id)
         self._producer = producer
-        return commands
 
     def _current_session(self, max_size: int) -> _CapturedCommands:
         assert self._session is not None, "kombu asked for a batch outside _capture"
@@ -149,13 +156,17 @@ class LoopPublisher:
     ) -> list[Command]:
         """Run send_task up to where kombu would talk to Redis; its commands instead."""
         session = self._session = _CapturedCommands(producer.channel)
-        # The first publish declared the queue on this channel; kombu would only look that up
-        # in its cache again (binding and copying the Queue entity: ~5 % of a submission).
-        declared: dict[str, list[Any]] = {} if producer is not self._producer else {"declare": []}
         try:
             with producer.batch():
                 self.celery.send_task(
-                    name, args=args, kwargs=kwargs, task_id=task_id, producer=producer, **declared
+                    name,
+                    args=args,
+                    kwargs=kwargs,
+                    task_id=task_id,
+                    producer=producer,
+                    # The first publish declared the queue on this channel; kombu would look it
+                    # up in its cache again (binding and copying the Queue: ~5 % of a submission).
+                    declare=[],
                 )
         finally:
             self._session = None
