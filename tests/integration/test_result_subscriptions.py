@@ -57,10 +57,17 @@ def test_a_released_subscriber_is_reused_unsubscribed_without_stale_messages(
             # The old channel no longer reaches it; the new one does, and only that.
             assert await publisher.publish("celery-task-meta-a", b"old") == 0
             await second.subscribe("celery-task-meta-b")
-            await publisher.publish("celery-task-meta-b", b"new")
-            message = await second.get_message(ignore_subscribe_messages=True, timeout=1)
-            while message is None:
-                message = await second.get_message(ignore_subscribe_messages=True, timeout=1)
+            # Publish only once Redis has confirmed the subscription (another connection's
+            # PUBLISH may otherwise be served first and reach nobody).
+            confirmation = await second.get_message(timeout=5)
+            assert confirmation is not None
+            assert (confirmation["type"], confirmation["channel"]) == (
+                "subscribe",
+                b"celery-task-meta-b",
+            )
+            assert await publisher.publish("celery-task-meta-b", b"new") == 1
+            message = await second.get_message(ignore_subscribe_messages=True, timeout=5)
+            assert message is not None
             assert (message["channel"], message["data"]) == (b"celery-task-meta-b", b"new")
             pool.discard(second)
             await _settle(pool)

@@ -174,6 +174,9 @@ async def _wait_on(
         )
 
     await guarded(lambda: pubsub.subscribe(backend.get_key_for_task(task_id)))
+    # The state is read on another connection: until Redis confirms the SUBSCRIBE it may serve
+    # that read first, and a result published in between would be missed until the deadline.
+    await guarded(lambda: _subscription_confirmed(pubsub))
     loaded = await _load(res, task_id)
     if loaded is None:
         return None
@@ -194,6 +197,17 @@ async def _wait_on(
         if message is not None and message.get("type") == "message":
             view = build_view(record, _decode_meta(backend, task_id, message["data"]))
     return view
+
+
+async def _subscription_confirmed(pubsub: PubSub) -> None:
+    """Read this connection's replies until the subscribe confirmation (it comes first).
+
+    Bounded by the caller's `guarded` timeout (503 naming the result backend).
+    """
+    while True:
+        message = await pubsub.get_message(timeout=1.0)
+        if message is not None and message.get("type") == "subscribe":
+            return
 
 
 def _decode_meta(backend: Any, task_id: str, raw: bytes | None) -> dict[str, Any] | None:
