@@ -11,7 +11,7 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,27 @@ RECEIVED = re.compile(r"Task (?P<name>[\w.]+)\[(?P<id>[0-9a-f-]{36})\] received"
 # Where each test's figures go as JSON lines, besides the printed line.
 FIGURES_FILE_ENV = "FAULT_FIGURES_FILE"
 FINISHED = frozenset({"completed", "failed", "cancelled"})
+
+
+# Short limits for the redelivery tests; the settings validator wants soft < hard < visibility.
+VISIBILITY_TIMEOUT = 8
+SHORT_LIMITS = {
+    "BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+    "TASK_TIME_LIMIT": "6",
+    "TASK_SOFT_TIME_LIMIT": "5",
+}
+
+
+@contextlib.contextmanager
+def worker_less_stack(
+    workdir: Path, env: Mapping[str, str] | None = None
+) -> Iterator[ServiceStack]:
+    """Redis and the API, no worker: the test starts (and kills) workers itself."""
+    stack = ServiceStack(workdir=workdir, with_worker=False, env_overrides=dict(env or {}))
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
 
 
 @dataclass

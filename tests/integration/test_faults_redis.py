@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.faults import (
+    SHORT_LIMITS,
     Worker,
     deliveries,
     figures,
@@ -27,6 +28,7 @@ from tests.faults import (
     successes,
     unacked_count,
     wait_all,
+    worker_less_stack,
 )
 from tests.metrics_text import scrape, value
 from tests.stack import (
@@ -41,12 +43,6 @@ from trustcard.local_redis import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-VISIBILITY_TIMEOUT = 8
-SHORT_LIMITS = {
-    "BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
-    "TASK_TIME_LIMIT": "6",
-    "TASK_SOFT_TIME_LIMIT": "5",
-}
 QUEUED = 6
 SHORT_OUTAGE = 4.0
 LONG_OUTAGE = 20.0
@@ -54,11 +50,8 @@ LONG_OUTAGE = 20.0
 
 @pytest.fixture
 def bare_stack(tmp_path: Path) -> Iterator[ServiceStack]:
-    stack = ServiceStack(workdir=tmp_path, with_worker=False, env_overrides=SHORT_LIMITS)
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
+    with worker_less_stack(tmp_path, SHORT_LIMITS) as stack:
+        yield stack
 
 
 def stop_redis(server: RedisServer, how: str) -> None:

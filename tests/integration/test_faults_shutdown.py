@@ -21,6 +21,7 @@ from tests.faults import (
     successes,
     unacked_count,
     wait_all,
+    worker_less_stack,
 )
 from tests.stack import ServiceStack, submit
 
@@ -31,11 +32,8 @@ QUEUED = 6
 
 @pytest.fixture
 def bare_stack(tmp_path: Path) -> Iterator[ServiceStack]:
-    stack = ServiceStack(workdir=tmp_path, with_worker=False)
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
+    with worker_less_stack(tmp_path) as stack:
+        yield stack
 
 
 def sigterm_and_wait(worker: Worker, timeout: float) -> float:

@@ -16,6 +16,8 @@ import psutil
 import pytest
 
 from tests.faults import (
+    SHORT_LIMITS,
+    VISIBILITY_TIMEOUT,
     Worker,
     deliveries,
     figures,
@@ -27,29 +29,20 @@ from tests.faults import (
     successes,
     unacked_count,
     wait_all,
+    worker_less_stack,
 )
 from tests.stack import ServiceStack, submit, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-VISIBILITY_TIMEOUT = 8
-# The settings validator wants soft < hard < visibility timeout.
-SHORT_LIMITS = {
-    "BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
-    "TASK_TIME_LIMIT": "6",
-    "TASK_SOFT_TIME_LIMIT": "5",
-}
 TASKS = 12
 SLEEP_SECONDS = 1.5
 
 
 @pytest.fixture
 def short_timeout_stack(tmp_path: Path) -> Iterator[ServiceStack]:
-    stack = ServiceStack(workdir=tmp_path, with_worker=False, env_overrides=SHORT_LIMITS)
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
+    with worker_less_stack(tmp_path, SHORT_LIMITS) as stack:
+        yield stack
 
 
 def test_sigkilled_worker_tasks_are_redelivered_and_take_effect_once(
