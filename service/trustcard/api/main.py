@@ -10,17 +10,12 @@ from fastapi import Depends, FastAPI
 
 from trustcard import __version__
 from trustcard.api.errors import install_error_handlers
+from trustcard.api.request_guard import RequestGuard
 from trustcard.api.resources import open_resources
 from trustcard.api.routes import analysis, claims, health, metrics, tasks, test_tasks
-from trustcard.api.security import (
-    CLIENT_ROUTE_RESPONSES,
-    QueryStringLimit,
-    RateLimiter,
-    authorize,
-)
+from trustcard.api.security import CLIENT_ROUTE_RESPONSES, RateLimiter, authorize
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings, get_settings, redact_url
-from trustcard.observability.api_metrics import MetricsMiddleware
 from trustcard.observability.tracing import flush_tracing, instrument_api
 
 log = logging.getLogger(__name__)
@@ -66,8 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Tracing is the OpenTelemetry instrumentor's (instrument_api), which FastAPI's native
         # telemetry defers to anyway; off, it stops probing the providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
-        # 413 for larger request bodies, before anything reads them.
-        max_body_size=settings.MAX_REQUEST_BODY_BYTES,
+        # No max_body_size: RequestGuard enforces it with the query-string limit, in one layer.
     )
     app.state.rate_limiter = (
         RateLimiter(settings.RATE_LIMIT_PER_SECOND, settings.RATE_LIMIT_BURST)
@@ -75,9 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     install_error_handlers(app)
-    app.add_middleware(QueryStringLimit, max_bytes=settings.MAX_QUERY_STRING_BYTES)
-    # Added last = outermost: it also counts the 413s, 401s and 429s.
-    app.add_middleware(MetricsMiddleware)
+    # Size limits (413 before any route runs) and request metrics (the 413s, 401s and 429s too).
+    app.add_middleware(
+        RequestGuard,
+        max_query_bytes=settings.MAX_QUERY_STRING_BYTES,
+        max_body_bytes=settings.MAX_REQUEST_BODY_BYTES,
+    )
     # Probes, scrapes and the OpenAPI document stay open; task routes need a key when keys exist.
     app.include_router(health.router)
     app.include_router(metrics.router)

@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trustcard.api.deps import ResourcesDep
 from trustcard.api.schemas import ErrorBody
@@ -112,28 +111,3 @@ async def authorize(
 
 
 ClientDep = Annotated[str, Depends(authorize)]
-
-
-class QueryStringLimit:
-    """413 for a query string above the limit, before routing or validation read it."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and len(scope.get("query_string", b"")) > self.max_bytes:
-            body = b'{"detail":"query string too large: at most %d bytes"}' % self.max_bytes
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 413,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)
