@@ -86,17 +86,27 @@ class LoopPublisher:
         on_thread: OnThread[Any],
     ) -> None:
         """Publish one task; raises what redis-py or kombu raise when the broker fails."""
-        producer = self._producer
-        if producer is None or self._threaded_only:
+        commands = self.capture(name, task_id, args, kwargs)
+        if commands is None:
             await on_thread(lambda: self._publish_on_thread(name, task_id, args, kwargs))
             return
+        await self.execute(commands)
+
+    def capture(
+        self, name: str, task_id: str, args: list[Any] | None, kwargs: dict[str, Any] | None
+    ) -> list[Command] | None:
+        """kombu's Redis commands for this message; None when it must be published on a thread.
+
+        (The first publish per process, or a message that needs broker I/O to be routed.)
+        """
+        producer = self._producer
+        if producer is None or self._threaded_only:
+            return None
         try:
-            commands = self._capture(producer, name, task_id, args, kwargs)
+            return self._capture(producer, name, task_id, args, kwargs)
         except _Uncapturable as exc:
             log.info("publishing %s on a thread: %s", name, exc)
-            await on_thread(lambda: self._send(name, task_id, args, kwargs))
-            return
-        await self._execute(commands)
+            return None
 
     def _send(
         self,
@@ -172,7 +182,8 @@ class LoopPublisher:
             self._session = None
         return session.commands
 
-    async def _execute(self, commands: list[Command]) -> None:
+    async def execute(self, commands: list[Command]) -> None:
+        """Send captured commands on the API's asyncio broker client."""
         if len(commands) == 1:
             command, args = commands[0]
             await getattr(self.broker, command)(*args)
