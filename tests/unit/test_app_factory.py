@@ -45,5 +45,7 @@ def test_client_routes_document_both_api_key_schemes() -> None:
     for path, operations in spec["paths"].items():
         open_route = path.startswith(("/health", "/metrics"))
         for operation in operations.values():
-            expected = None if open_route else [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+            expected: list[dict[str, list[str]]] | None = (
+                None if open_route else [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+            )
             assert operation.get("security") == expected, path
