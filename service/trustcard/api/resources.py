@@ -11,6 +11,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy.orm import Session, sessionmaker
 
+from trustcard.api.argument_repr import use_for_task_messages
 from trustcard.api.broker_publish import LoopPublisher
 from trustcard.api.record_and_publish import RecordAndPublish
 from trustcard.api.result_subscriptions import SubscriberPool
@@ -78,6 +79,8 @@ def redis_client(url: str, timeout: float) -> Redis:
 
 
 def open_resources(settings: Settings, celery: Celery) -> ApiResources:
+    # The messages' argsrepr/kwargsrepr, same text, without saferepr's cost for flat arguments.
+    use_for_task_messages()
     return ApiResources(
         settings=settings,
         celery=celery,
