@@ -10,10 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.metrics_text import scrape, value
 from tests.stack import ServiceStack, poll_until, trustcard_cmd
 
 pytestmark = pytest.mark.integration
 
+SUBMITTED = "trustcard_tasks_submitted_total"
 KEYS = ("first-key-0123456789", "second-key-9876543210")
 
 
@@ -84,8 +86,13 @@ def test_oversized_query_and_body_are_413(secured: ServiceStack) -> None:
         too_long = client.post("/tasks/test/fail", params={"message": "x" * 9000})
         assert too_long.status_code == 413
         assert "query string" in too_long.json()["detail"]
+        submitted = value(scrape(f"{secured.base_url}/metrics"), SUBMITTED, task_name="test.add")
         big_body = client.post("/tasks/test/add?x=1&y=1", content=b"0" * (1_048_576 + 1))
         assert big_body.status_code == 413
+        assert "request body" in big_body.json()["detail"]
+        # Refused before the route ran: nothing was queued for it.
+        after = value(scrape(f"{secured.base_url}/metrics"), SUBMITTED, task_name="test.add")
+        assert after == submitted
 
 
 def test_keys_never_reach_the_logs(secured: ServiceStack) -> None:

@@ -29,3 +29,23 @@ def test_openapi_documents_errors() -> None:
     delete_task = spec["paths"]["/tasks/{task_id}"]["delete"]["responses"]
     assert "409" in delete_task
     assert spec["paths"]["/tasks/test/add"]["post"]["responses"].keys() >= {"202", "422", "503"}
+
+
+def test_client_routes_document_both_api_key_schemes() -> None:
+    """authorize reads the headers itself; the document still names both ways to send a key."""
+    spec = create_app(Settings(ENABLE_TEST_ENDPOINTS=True)).openapi()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"] == {**schemes["HTTPBearer"], "type": "http", "scheme": "bearer"}
+    assert schemes["APIKeyHeader"] == {
+        **schemes["APIKeyHeader"],
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+    }
+    for path, operations in spec["paths"].items():
+        open_route = path.startswith(("/health", "/metrics"))
+        for operation in operations.values():
+            expected: list[dict[str, list[str]]] | None = (
+                None if open_route else [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+            )
+            assert operation.get("security") == expected, path

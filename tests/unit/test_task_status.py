@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -86,3 +88,9 @@ def test_cancel_time_is_the_finish_time_of_a_cancelled_task() -> None:
     revoked_later = {"status": "REVOKED", "result": None, "date_done": "2099-01-01T00:00:00"}
     assert build_view(cancelled, revoked_later).finished_at == cancelled.cancelled_at
     assert build_view(cancelled, None).finished_at == cancelled.cancelled_at
+
+
+def test_record_json_carries_every_field() -> None:
+    full = TaskRecord("t-2", "test.add", "2026-01-01T00:00:00+00:00", "c", "0" * 32, "1" * 16)
+    assert set(json.loads(full.to_json())) == {f.name for f in dataclasses.fields(TaskRecord)}
+    assert TaskRecord.from_json(full.to_json()) == full

@@ -5,22 +5,24 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 
 from trustcard import __version__
 from trustcard.api.errors import install_error_handlers
+from trustcard.api.request_guard import RequestGuard
 from trustcard.api.resources import open_resources
 from trustcard.api.routes import analysis, claims, health, metrics, tasks, test_tasks
 from trustcard.api.security import (
     CLIENT_ROUTE_RESPONSES,
-    QueryStringLimit,
     RateLimiter,
     authorize,
+    document_client_auth,
+    documented_auth,
 )
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings, get_settings, redact_url
-from trustcard.observability.api_metrics import MetricsMiddleware
 from trustcard.observability.tracing import flush_tracing, instrument_api
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,28 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Queue TrustCard analyses as Celery tasks on Redis and follow them.
 
 Interactive docs (/docs, /redoc) load their JavaScript from a CDN; offline, read /openapi.json."""
+
+
+# The OpenAPI document's title, version and description.
+DOCUMENT: dict[str, Any] = {
+    "title": "TrustCard task service",
+    "version": __version__,
+    "description": DESCRIPTION,
+}
+
+
+def _include_routes(app: FastAPI, settings: Settings, client_auth: Any) -> None:
+    """Probes, scrapes and the OpenAPI document stay open; task routes need a key if keys exist."""
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    client_routes = [client_auth]
+    if settings.ENABLE_TEST_ENDPOINTS:
+        app.include_router(
+            test_tasks.router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES
+        )
+    app.include_router(tasks.router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES)
+    for router in (analysis.router, claims.router):
+        app.include_router(router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -59,15 +83,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             flush_tracing()
 
     app = FastAPI(
-        title="TrustCard task service",
-        version=__version__,
-        description=DESCRIPTION,
+        **DOCUMENT,
         lifespan=lifespan,
         # Tracing is the OpenTelemetry instrumentor's (instrument_api), which FastAPI's native
         # telemetry defers to anyway; off, it stops probing the providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
-        # 413 for larger request bodies, before anything reads them.
-        max_body_size=settings.MAX_REQUEST_BODY_BYTES,
+        # No max_body_size: RequestGuard enforces it with the query-string limit, in one layer.
     )
     app.state.rate_limiter = (
         RateLimiter(settings.RATE_LIMIT_PER_SECOND, settings.RATE_LIMIT_BURST)
@@ -75,19 +96,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
     install_error_handlers(app)
-    app.add_middleware(QueryStringLimit, max_bytes=settings.MAX_QUERY_STRING_BYTES)
-    # Added last = outermost: it also counts the 413s, 401s and 429s.
-    app.add_middleware(MetricsMiddleware)
-    # Probes, scrapes and the OpenAPI document stay open; task routes need a key when keys exist.
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    client_routes = [Depends(authorize)]
-    if settings.ENABLE_TEST_ENDPOINTS:
-        app.include_router(
-            test_tasks.router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES
-        )
-    app.include_router(tasks.router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES)
-    for router in (analysis.router, claims.router):
-        app.include_router(router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES)
+    # Size limits (413 before any route runs) and request metrics (the 413s, 401s and 429s too).
+    app.add_middleware(
+        RequestGuard,
+        max_query_bytes=settings.MAX_QUERY_STRING_BYTES,
+        max_body_bytes=settings.MAX_REQUEST_BODY_BYTES,
+    )
+    _include_routes(app, settings, Depends(authorize))
+    # Only its OpenAPI document is used: the same routes, documenting the API-key schemes.
+    documented = FastAPI(**DOCUMENT, openapi_url=None, docs_url=None, redoc_url=None)
+    _include_routes(documented, settings, Depends(documented_auth))
+    document_client_auth(app, documented)
     instrument_api(app)
     return app

@@ -11,7 +11,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy.orm import Session, sessionmaker
 
+from trustcard.api.argument_repr import use_for_task_messages
 from trustcard.api.broker_publish import LoopPublisher
+from trustcard.api.record_and_publish import RecordAndPublish
 from trustcard.api.result_subscriptions import SubscriberPool
 from trustcard.config import Settings
 from trustcard.db.engine import create_db_engine
@@ -41,8 +43,12 @@ class ApiResources:
     # Long-poll subscriber connections, kept open between waits (see result_subscriptions).
     subscribers: SubscriberPool = field(init=False)
 
+    # Record and message in one script, when broker and backend share a server (else None).
+    record_and_publish: RecordAndPublish | None = field(init=False)
+
     def __post_init__(self) -> None:
         self.loop_publisher = LoopPublisher(self.celery, self.broker)
+        self.record_and_publish = RecordAndPublish.for_clients(self.broker, self.backend)
         self.subscribers = SubscriberPool(self.backend, self.settings.REDIS_TIMEOUT_SECONDS)
 
     async def aclose(self) -> None:
@@ -73,6 +79,8 @@ def redis_client(url: str, timeout: float) -> Redis:
 
 
 def open_resources(settings: Settings, celery: Celery) -> ApiResources:
+    # The messages' argsrepr/kwargsrepr, same text, without saferepr's cost for flat arguments.
+    use_for_task_messages()
     return ApiResources(
         settings=settings,
         celery=celery,

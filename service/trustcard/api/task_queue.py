@@ -15,7 +15,9 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
+from trustcard.api.broker_publish import Command
 from trustcard.api.errors import DependencyUnavailable
+from trustcard.api.record_and_publish import RecordAndPublish, ScriptRefused
 from trustcard.api.resources import ApiResources
 from trustcard.config import redact_url
 from trustcard.observability.api_metrics import observe_publish, record_submission_error
@@ -74,11 +76,23 @@ async def submit(
 ) -> TaskRecord:
     """Record the id, then publish the task (see broker_publish: no blocking I/O on the loop).
 
+    With the broker and the backend on one Redis server, both writes are one script (see
+    record_and_publish); otherwise the record is written, then the message.
     `task_id`: an id chosen by the caller (the analysis routes store it before publishing).
     """
     settings = res.settings
     # The HTTP span's ids: the publish and the task's run continue this trace.
     record = TaskRecord.new(task_id or str(uuid.uuid4()), name, current_trace_ids())
+    commands = None
+    combined = res.record_and_publish
+    if combined is not None and combined.enabled:
+        commands = res.loop_publisher.capture(name, record.task_id, args, kwargs)
+        if (
+            commands is not None
+            and combined.accepts(commands)
+            and await _record_and_publish(res, combined, record, commands)
+        ):
+            return record
     try:
         await _guarded(
             "result backend",
@@ -91,6 +105,8 @@ async def submit(
         raise
 
     def publish() -> Awaitable[None]:
+        if commands is not None:  # already built for the script the server refused
+            return res.loop_publisher.execute(commands)
         on_thread = partial(_in_publisher, res)
         return res.loop_publisher.send_task(name, record.task_id, args, kwargs, on_thread)
 
@@ -105,6 +121,35 @@ async def submit(
         raise
     observe_publish(name, time.perf_counter() - started)
     return record
+
+
+async def _record_and_publish(
+    res: ApiResources, combined: RecordAndPublish, record: TaskRecord, commands: list[Command]
+) -> bool:
+    """Both writes in one script; False when the server refused the script (write separately).
+
+    One server holds both, so a failure names the result backend, whose write comes first (as
+    the separate writes would when Redis is down).
+    """
+    settings = res.settings
+    started = time.perf_counter()
+    try:
+        await _guarded(
+            "result backend",
+            settings.result_backend_url,
+            settings.REDIS_TIMEOUT_SECONDS,
+            lambda: combined.write(record, settings.RESULT_EXPIRES, commands),
+        )
+    except ScriptRefused:
+        return False
+    except DependencyUnavailable as exc:
+        record_submission_error(exc.dependency, exc.timed_out)
+        if not exc.timed_out:
+            # Not written, or the record without the message: the id must not look issued.
+            await _forget_quietly(res, record.task_id)
+        raise
+    observe_publish(record.name, time.perf_counter() - started)
+    return True
 
 
 def _in_publisher(res: ApiResources, call: Callable[[], T]) -> Awaitable[T]:

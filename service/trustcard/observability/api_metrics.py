@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import Counter, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 # Latency buckets in seconds: the API answers in milliseconds; the tail matters up to seconds.
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -56,32 +54,12 @@ def route_template(scope: Scope) -> str:
     return template if isinstance(template, str) else UNMATCHED_ROUTE
 
 
-class MetricsMiddleware:
-    """Pure ASGI middleware: counts and times every HTTP request by route template."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = route_template(scope)
-            method: str = scope["method"]
-            HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
+def observe_request(scope: Scope, status: int, seconds: float) -> None:
+    """Count and time one answered HTTP request by its route template (api/request_guard)."""
+    route = route_template(scope)
+    method: str = scope["method"]
+    HTTP_REQUESTS.labels(route, method, str(status)).inc()
+    HTTP_LATENCY.labels(route, method).observe(seconds)
 
 
 def record_submission_error(dependency: str, timed_out: bool) -> None:
