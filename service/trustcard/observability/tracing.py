@@ -54,10 +54,16 @@ def init_provider(default_service_name: str) -> bool:
         return True
     if not tracing_configured():
         return False
-    from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+    from opentelemetry.sdk.resources import (
+        SERVICE_NAME,
+        SERVICE_VERSION,
+        OTELResourceDetector,
+        Resource,
+    )
     from opentelemetry.sdk.trace import TracerProvider
 
     from trustcard import __version__
+    from trustcard.observability.span_resource import HashedOnceResource
 
     for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
         protocol = os.environ.get(name)
@@ -69,7 +75,8 @@ def init_provider(default_service_name: str) -> bool:
     # Without OTEL_SERVICE_NAME the SDK names the service `unknown_service:<executable>`.
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: default_service_name}))
-    provider = TracerProvider(resource=resource)
+    configured = OTELResourceDetector().detect().attributes
+    provider = TracerProvider(resource=HashedOnceResource(resource, configured))
     trace.set_tracer_provider(provider)
     # The provider caches this tracer: a forked child's first span finds it built.
     trace.get_tracer("trustcard")
