@@ -47,20 +47,32 @@ def init_tracing(default_service_name: str) -> bool:
     return True
 
 
-def init_provider(default_service_name: str) -> bool:
-    """Install the SDK's provider, not exporting yet; False when tracing is off. Idempotent."""
+def init_provider(default_service_name: str, resource: Any = None) -> bool:
+    """Install the SDK's provider, not exporting yet; False when tracing is off. Idempotent.
+
+    `resource`: one built by build_resource() (default: built now).
+    """
     global _provider
     if _provider is not None:
         return True
     if not tracing_configured():
         return False
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider(resource=resource or build_resource(default_service_name))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    return True
+
+
+def build_resource(default_service_name: str) -> Any:
+    """Service name and version, OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME and the detectors."""
     from opentelemetry.sdk.resources import (
         SERVICE_NAME,
         SERVICE_VERSION,
         OTELResourceDetector,
         Resource,
     )
-    from opentelemetry.sdk.trace import TracerProvider
 
     from trustcard import __version__
     from trustcard.observability.span_resource import HashedOnceResource
@@ -75,13 +87,7 @@ def init_provider(default_service_name: str) -> bool:
     # Without OTEL_SERVICE_NAME the SDK names the service `unknown_service:<executable>`.
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: default_service_name}))
-    configured = OTELResourceDetector().detect().attributes
-    provider = TracerProvider(resource=HashedOnceResource(resource, configured))
-    trace.set_tracer_provider(provider)
-    # The provider caches this tracer: a forked child's first span finds it built.
-    trace.get_tracer("trustcard")
-    _provider = provider
-    return True
+    return HashedOnceResource(resource, OTELResourceDetector().detect().attributes)
 
 
 _exporting_pid: int | None = None
@@ -190,31 +196,55 @@ def instrument_api(app: Any) -> None:
     instrument_celery()
 
 
-def prepare_worker_tracing() -> None:
-    """In the worker's main process, before the pool forks: everything but the export.
+# Built by the worker's main process for its pool children (each adds its own instance id).
+_worker_resource: Any = None
 
-    Each pool child (a new one per max-tasks-per-child tasks) inherits the provider, its
-    resource, the Celery instrumentation and an unused exporter from here instead of building
-    them: that took ~7 ms of CPU per child (resource detection in a thread pool, the
-    instrumentor's package-metadata check, the SDK's warning-filter regex), ~0.14 ms per task
-    at 50; now ~0.6 ms. After fork the SDK itself refreshes the provider's resource, which
-    gives each child its own service.instance.id, as building it in the child did.
-    The main process runs no task and exports nothing, so it starts no exporter thread.
+
+def prepare_worker_tracing() -> None:
+    """In the worker's main process, before the pool forks: what every pool child would build.
+
+    Each pool child (a new one per max-tasks-per-child tasks) inherits the resource, the Celery
+    instrumentation and an unused exporter from here instead of building them: that took ~7 ms
+    of CPU per child (resource detection in a thread pool, the instrumentor's package-metadata
+    check, the SDK's warning-filter regex), ~0.14 ms per task at 50. The provider itself is
+    left to the children: one made here would re-run the resource detection (in a thread
+    pool) after every fork. The main process runs no task and exports nothing.
     """
-    global _unused_exporter
-    if not init_provider("trustcard-worker"):
+    global _worker_resource, _unused_exporter
+    if not tracing_configured():
         return
+    # Custom detectors may describe the process: then each child runs them, as before.
+    if not os.environ.get("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "").strip():
+        _worker_resource = build_resource("trustcard-worker")
     instrument_celery()
     # Its HTTP session opens no connection until the first export, which only a child makes.
     _unused_exporter = build_exporter()
-    import opentelemetry.sdk.trace.export  # noqa: F401
+    _compile_sdk_warning_filter()
+
+
+def _compile_sdk_warning_filter() -> None:
+    """The SDK's get_tracer() installs a warning filter whose regex each process compiles once.
+
+    Compiled here, it sits in the `re` cache every child inherits. The throwaway provider
+    registers no exit hook and is freed at once.
+    """
+    from opentelemetry.sdk.trace import TracerProvider
+
+    TracerProvider(resource=_worker_resource, shutdown_on_exit=False).get_tracer("trustcard")
 
 
 def instrument_worker_process() -> None:
-    """In each pool child: start exporting (the batch processor's thread does not survive fork).
+    """In each pool child: install the provider and start exporting.
 
-    Also covers a child whose main process did not prepare tracing (tracing is then set up
-    here from scratch, as before).
+    The child's resource is the main process's plus its own service.instance.id (the SDK's
+    detector; configured attributes still win, see HashedOnceResource). Without a prepared
+    resource the child builds everything itself, as before.
     """
-    if init_tracing("trustcard-worker"):
+    resource = None
+    if _worker_resource is not None:
+        from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
+
+        resource = _worker_resource.merge(ServiceInstanceIdResourceDetector().detect())
+    if init_provider("trustcard-worker", resource):
+        start_exporting()
         instrument_celery()
