@@ -16,10 +16,11 @@ class HashedOnceResource(Resource):
     times per test.add (run, STARTED and SUCCESS store spans). Resource attributes are
     immutable, so the hash cannot go stale; equality is the SDK's.
 
-    A provider made before a fork is given each child's own `service.instance.id` by the SDK
-    (it merges its process-dependent detectors' resource in after fork). `configured` holds
-    the attributes set by OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME; they win over any merge,
-    as they do in Resource.create(), so an operator's service.instance.id is kept.
+    Each worker pool child merges its own `service.instance.id` into the resource its main
+    process built (and the SDK does the same after fork to a provider made before it).
+    `configured` holds the attributes set by OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME; they
+    win over any merge, as they do in Resource.create(), so an operator's service.instance.id
+    is kept.
     """
 
     def __init__(

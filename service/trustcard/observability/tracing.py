@@ -220,6 +220,9 @@ def prepare_worker_tracing() -> None:
     # Its HTTP session opens no connection until the first export, which only a child makes.
     _unused_exporter = build_exporter()
     _compile_sdk_warning_filter()
+    # requests imports netrc on a session's first request: in every child, from disk (py-spy:
+    # ~1 % of a child's GIL time in a drain).
+    import netrc  # noqa: F401
 
 
 def _compile_sdk_warning_filter() -> None:
