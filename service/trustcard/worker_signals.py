@@ -16,7 +16,6 @@ from celery.signals import (
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
-    worker_shutdown,
     worker_shutting_down,
 )
 from celery.worker import state as worker_state
@@ -27,7 +26,6 @@ from trustcard.observability.tracing import (
     instrument_worker_process,
     prepare_worker_tracing,
     shutdown_tracing,
-    stop_worker_tracing,
 )
 from trustcard.observability.worker_metrics import PUBLISHED_AT_HEADER, WORKER_METRICS
 from trustcard.observability.worker_server import close_inherited_socket
@@ -88,12 +86,6 @@ def mark_shutting_down(**_: Any) -> None:
 @worker_init.connect
 def prepare_main_process(**_: Any) -> None:
     prepare_worker_tracing()
-
-
-@worker_shutdown.connect
-def finish_main_process(**_: Any) -> None:
-    # The pool's children have exited (and handed their spans over): the relay exports them.
-    stop_worker_tracing()
 
 
 @worker_process_init.connect

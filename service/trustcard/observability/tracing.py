@@ -59,9 +59,7 @@ def init_provider(default_service_name: str, resource: Any = None) -> bool:
         return False
     from opentelemetry.sdk.trace import TracerProvider
 
-    if resource is None:
-        resource = build_resource(default_service_name)
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource or build_resource(default_service_name))
     trace.set_tracer_provider(provider)
     _provider = provider
     return True
@@ -117,10 +115,6 @@ def start_exporting() -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     exporter = _unused_exporter if _unused_exporter is not None else build_exporter()
-    if _relay is not None and _relay.sender is not None:
-        from trustcard.observability.span_relay import RelaySpanExporter
-
-        exporter = RelaySpanExporter(_relay.sender, exporter)
     _provider.add_span_processor(BatchSpanProcessor(exporter))
     _exporting_pid = os.getpid()
     endpoint = next(os.environ[name] for name in ENDPOINT_VARS if os.environ.get(name))
@@ -204,8 +198,6 @@ def instrument_api(app: Any) -> None:
 
 # Built by the worker's main process for its pool children (each adds its own instance id).
 _worker_resource: Any = None
-# The process that exports the pool children's spans (trustcard.observability.span_relay).
-_relay: Any = None
 
 
 def prepare_worker_tracing() -> None:
@@ -218,7 +210,7 @@ def prepare_worker_tracing() -> None:
     left to the children: one made here would re-run the resource detection (in a thread
     pool) after every fork. The main process runs no task and exports nothing.
     """
-    global _worker_resource, _unused_exporter, _relay
+    global _worker_resource, _unused_exporter
     if not tracing_configured():
         return
     # Custom detectors may describe the process: then each child runs them, as before.
@@ -231,19 +223,6 @@ def prepare_worker_tracing() -> None:
     # requests imports netrc on a session's first request: in every child, from disk (py-spy:
     # ~1 % of a child's GIL time in a drain).
     import netrc  # noqa: F401
-
-    from trustcard.observability.span_relay import SpanRelay
-
-    _relay = SpanRelay(build_exporter())
-    _relay.start()
-
-
-def stop_worker_tracing() -> None:
-    """In the worker's main process once its pool is stopped: let the relay export and exit."""
-    global _relay
-    if _relay is not None:
-        _relay.stop()
-        _relay = None
 
 
 def _compile_sdk_warning_filter() -> None:
