@@ -59,7 +59,9 @@ def init_provider(default_service_name: str, resource: Any = None) -> bool:
         return False
     from opentelemetry.sdk.trace import TracerProvider
 
-    provider = TracerProvider(resource=resource or build_resource(default_service_name))
+    if resource is None:
+        resource = build_resource(default_service_name)
+    provider = TracerProvider(resource=resource)
     trace.set_tracer_provider(provider)
     _provider = provider
     return True
