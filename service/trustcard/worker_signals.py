@@ -24,7 +24,7 @@ from trustcard.config import get_settings
 from trustcard.observability.logs import configure_logging
 from trustcard.observability.tracing import (
     instrument_worker_process,
-    preload_for_children,
+    prepare_worker_tracing,
     shutdown_tracing,
 )
 from trustcard.observability.worker_metrics import PUBLISHED_AT_HEADER, WORKER_METRICS
@@ -85,7 +85,7 @@ def mark_shutting_down(**_: Any) -> None:
 
 @worker_init.connect
 def prepare_main_process(**_: Any) -> None:
-    preload_for_children()
+    prepare_worker_tracing()
 
 
 @worker_process_init.connect

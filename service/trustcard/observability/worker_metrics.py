@@ -89,10 +89,24 @@ def queue_wait_seconds(headers: Mapping[str, Any], started_at: float) -> float |
     return max(0.0, started_at - float(published_at))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Running:
     task_name: str
     started_monotonic: float
+
+
+@dataclass(frozen=True, slots=True)
+class _TaskSeries:
+    """One task name's series, bound once: `labels()` hashes and locks on every call."""
+
+    received: Any
+    started: Any
+    succeeded: Any
+    retried: Any
+    revoked: Any
+    lost: Any
+    runtime: Any
+    queue_wait: Any
 
 
 @dataclass
@@ -102,6 +116,7 @@ class WorkerMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     running: dict[str, _Running] = field(default_factory=dict)
     known_task_names: set[str] = field(default_factory=set)
+    series: dict[str, _TaskSeries] = field(default_factory=dict)
     pool_processes: Callable[[], int] | None = None
 
     def __post_init__(self) -> None:
@@ -178,28 +193,39 @@ class WorkerMetrics:
             str(max_tasks_per_child or 0),
         ).set(1)
 
-    def _start_series(self, task_name: str) -> None:
+    def _start_series(self, task_name: str) -> _TaskSeries:
         self.known_task_names.add(task_name)
-        counters = (self.received, self.started, self.succeeded, self.retried, self.revoked)
-        for counter in (*counters, self.lost):
-            counter.labels(task_name)
-        for histogram in (self.runtime, self.queue_wait):
-            histogram.labels(task_name)
+        series = _TaskSeries(
+            received=self.received.labels(task_name),
+            started=self.started.labels(task_name),
+            succeeded=self.succeeded.labels(task_name),
+            retried=self.retried.labels(task_name),
+            revoked=self.revoked.labels(task_name),
+            lost=self.lost.labels(task_name),
+            runtime=self.runtime.labels(task_name),
+            queue_wait=self.queue_wait.labels(task_name),
+        )
+        self.series[task_name] = series
+        return series
+
+    def _series(self, task_name: str) -> _TaskSeries:
+        """The bound series; a name never received (rare) gets its series bound here."""
+        series = self.series.get(task_name)
+        return series if series is not None else self._start_series(task_name)
 
     # The hooks below run in the worker's main process, from pool and signal callbacks.
     def on_received(self, task_name: str) -> None:
-        if task_name not in self.known_task_names:
-            self._start_series(task_name)
-        self.received.labels(task_name).inc()
+        self._series(task_name).received.inc()
 
     def on_started(
         self, task_id: str, task_name: str, headers: Mapping[str, Any], started_at: float
     ) -> None:
-        self.started.labels(task_name).inc()
+        series = self._series(task_name)
+        series.started.inc()
         self.running[task_id] = _Running(task_name, time.monotonic())
         wait = queue_wait_seconds(headers, started_at)
         if wait is not None:
-            self.queue_wait.labels(task_name).observe(wait)
+            series.queue_wait.observe(wait)
 
     def on_finished(
         self,
@@ -212,21 +238,27 @@ class WorkerMetrics:
         running = self.running.pop(task_id, None)
         if runtime is None and running is not None:
             runtime = time.monotonic() - running.started_monotonic
-        if runtime is not None and outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
-            self.runtime.labels(task_name).observe(runtime)
+        series = self._series(task_name)
         if outcome is Outcome.SUCCEEDED:
-            self.succeeded.labels(task_name).inc()
+            if runtime is not None:
+                series.runtime.observe(runtime)
+            series.succeeded.inc()
         elif outcome is Outcome.FAILED:
+            if runtime is not None:
+                series.runtime.observe(runtime)
             name = type(unwrap(exception)).__name__ if exception is not None else "unknown"
             self.failed.labels(task_name, name).inc()
         elif outcome is Outcome.RETRIED:
-            self.retried.labels(task_name).inc()
+            series.retried.inc()
         elif outcome is Outcome.LOST:
-            self.lost.labels(task_name).inc()
+            series.lost.inc()
         # REVOKED is counted by on_revoked (the signal covers tasks that never started too).
 
     def on_revoked(self, task_name: str) -> None:
-        self.revoked.labels(task_name).inc()
+        # A revoke can name a task this worker never received: count it without starting
+        # that name's other series.
+        series = self.series.get(task_name)
+        (series.revoked if series is not None else self.revoked.labels(task_name)).inc()
 
 
 class _LiveStateCollector(Collector):
