@@ -119,9 +119,8 @@ class RecyclingAsynPool(asynpool.AsynPool):  # type: ignore[misc]
     def _start_successor(self, retiring_pid: int) -> None:
         """Fork the successor of a child that is running its last job.
 
-        Stock billiard forks it only after reaping the old child, so one pool slot stays
-        empty for the fork (~4 ms for our ~95 MB parent), the child's start-up (~5 ms of CPU,
-        ~1,300 copy-on-write faults) and its WORKER_UP handshake.
+        Stock billiard forks it only after reaping the old child, so one pool slot is empty
+        for the fork, the child's start-up and its WORKER_UP handshake (~20 ms each time).
         The successor takes the retiring child's index; when that child is reaped the pool is
         back at its size, so billiard's _repopulate_pool() adds nothing.
         """
