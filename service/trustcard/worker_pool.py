@@ -137,12 +137,8 @@ class RecyclingAsynPool(asynpool.AsynPool):  # type: ignore[misc]
                 return  # every slot has a successor in waiting: replace this one on exit
             # Pipes for the overlap; the old child's pipes are the spare once it is reaped.
             self._queues[self.create_process_queues()] = None
-        try:
-            self._create_worker_process(retiring.index)
-        except OSError as exc:  # e.g. EAGAIN at the pid limit: replace it after its exit
-            billiard_pool.warning("could not fork the successor of child %d: %s", retiring_pid, exc)
-            return
         self._retiring.add(retiring_pid)
+        self._create_worker_process(retiring.index)
 
     def _event_process_exit(self, hub: Any, proc: Any) -> None:
         popen = proc._popen
