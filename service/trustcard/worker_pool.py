@@ -13,11 +13,8 @@ time a child is replaced (docs/recycling-stall.md has the evidence and the upstr
      the 5 s maintain_pool timer;
   3. the exiting child polls the parent's READY counter every 100 ms;
   4. flushing a dead child's pipe waits 10 ms in select();
-  5. the parent runs a full gc.collect() before every fork (~30 ms on a warm heap);
-  6. the replacement is forked only after the old child is reaped, so one slot of the pool
-     stays empty for the fork, the new child's start-up and its WORKER_UP handshake.
-The subclasses below fix each one (6: the successor is forked while the old child runs its
-last job). They rely on private attributes of celery 5.7 / billiard
+  5. the parent runs a full gc.collect() before every fork (~30 ms on a warm heap).
+The subclasses below fix each one. They rely on private attributes of celery 5.7 / billiard
 4.3 (_all_inqueues, _fileno_to_inq, _on_ready_counters, _maxtasksperchild, _popen), which the
 recycling tests exercise, so an upgrade that renames them fails the tests, not production.
 """
@@ -65,19 +62,9 @@ class RecyclingWorker(asynpool.Worker):  # type: ignore[misc]
 
 
 class RecyclingAsynPool(asynpool.AsynPool):  # type: ignore[misc]
-    """AsynPool that never routes a job to a retiring child, forks its successor while the
-    child runs its last job, and reaps exits promptly."""
+    """AsynPool that never routes a job to a retiring child and reaps exits promptly."""
 
     Worker = RecyclingWorker
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._event_hub: Any = None
-        self._retiring: set[int] = set()  # pids running their last job whose successor exists
-        super().__init__(*args, **kwargs)
-
-    def register_with_event_loop(self, hub: Any) -> None:
-        super().register_with_event_loop(hub)
-        self._event_hub = hub
 
     def on_job_ready(self, job: Any, i: int, obj: Any, inqW_fd: int) -> None:
         super().on_job_ready(job, i, obj, inqW_fd)
@@ -91,54 +78,6 @@ class RecyclingAsynPool(asynpool.AsynPool):  # type: ignore[misc]
         # for its replacement).
         if counter is not None and counter.value + 1 >= maxtasks:
             self._all_inqueues.discard(inqW_fd)
-
-    def create_result_handler(self) -> Any:
-        """Also watch the ACK a child sends as it starts a job: at its last job, fork its
-        successor (stock billiard forks it only after reaping the child)."""
-        handler = super().create_result_handler()
-        on_ack = handler.state_handlers[billiard_pool.ACK]
-
-        def on_ack_then_prefork(
-            job: Any, i: int, time_accepted: float, pid: int, *rest: Any
-        ) -> None:
-            on_ack(job, i, time_accepted, pid, *rest)
-            if self._is_last_job(pid) and self._event_hub is not None:
-                # Once this ACK is handled: the fork blocks the event loop ~3 ms.
-                self._event_hub.call_soon(self._start_successor, pid)
-
-        handler.state_handlers[billiard_pool.ACK] = on_ack_then_prefork
-        return handler
-
-    def _is_last_job(self, pid: int) -> bool:
-        """At a child's ACK: is the job it starts its last? It acks a job only after sending
-        READY for the previous one, so its counter holds the jobs it finished before."""
-        counter = self._on_ready_counters.get(pid)
-        maxtasks = self._maxtasksperchild
-        return bool(maxtasks) and counter is not None and counter.value + 1 >= maxtasks
-
-    def _start_successor(self, retiring_pid: int) -> None:
-        """Fork the successor of a child that is running its last job.
-
-        Stock billiard forks it only after reaping the old child, so one pool slot is empty
-        for the fork, the child's start-up and its WORKER_UP handshake (~20 ms each time).
-        The successor takes the retiring child's index; when that child is reaped the pool is
-        back at its size, so billiard's _repopulate_pool() adds nothing.
-        """
-        by_pid = {p.pid: p for p in self._pool}
-        self._retiring &= by_pid.keys()
-        retiring = by_pid.get(retiring_pid)
-        if self._state != billiard_pool.RUN or retiring is None:
-            return
-        # Children that already have a successor do not count towards the pool's size.
-        if retiring_pid in self._retiring or len(by_pid) - len(self._retiring) > self._processes:
-            return
-        if all(owner is not None for owner in self._queues.values()):
-            if len(self._queues) >= 2 * self._processes:
-                return  # every slot has a successor in waiting: replace this one on exit
-            # Pipes for the overlap; the old child's pipes are the spare once it is reaped.
-            self._queues[self.create_process_queues()] = None
-        self._retiring.add(retiring_pid)
-        self._create_worker_process(retiring.index)
 
     def _event_process_exit(self, hub: Any, proc: Any) -> None:
         popen = proc._popen
