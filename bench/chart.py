@@ -25,6 +25,7 @@ THROUGHPUT_BARS = (
     ("svc.http.c1.rate", "HTTP, 1 client"),
     ("svc.http.c16.rate", "HTTP, 16 clients"),
     ("svc.http.c64.rate", "HTTP, 64 clients"),
+    ("svc.httpN.c64.rate", "HTTP, 64 cl., API/core"),
     ("raw.celery.drain.mtpc0", "raw drain, no recycling"),
     ("raw.celery.drain.mtpc50", "raw drain, recycling 50"),
     ("svc.drain.off", "our drain, obs. off"),

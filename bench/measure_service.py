@@ -6,6 +6,7 @@ import http.client
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +23,7 @@ from bench.procs import (
     wait_idle,
 )
 from bench.raw import PARENT_GROWTH_KEY, PER_TASKS, STATS, drain_key, e2e_key
-from bench.service import Observability, Service, generate_load
+from bench.service import Observability, Service, cpu_count, generate_load
 from bench.sizes import Sizes
 from bench.stats import latency_summary, mib, rate
 from trustcard.names import QUEUE
@@ -34,6 +35,21 @@ FINISHED = {"completed", "failed", "cancelled"}
 POLL_INTERVAL = 0.005  # a client polling GET /tasks/{id} every 5 ms
 OPEN_LOOP_SHARE = 0.7
 GENERATOR = "bench.httpgen (raw asyncio HTTP/1.1 keep-alive, uvloop when installed)"
+
+
+@dataclass(frozen=True)
+class ApiProcesses:
+    """How many API processes serve a submission run, and the figures' keys and labels."""
+
+    processes: int
+
+    @property
+    def key(self) -> str:
+        return "svc.http" if self.processes == 1 else "svc.httpN"
+
+    @property
+    def label(self) -> str:
+        return "1 API process" if self.processes == 1 else f"{self.processes} API processes"
 
 
 class HttpClient:
@@ -126,12 +142,14 @@ def _clients(n: int) -> str:
     return f"{n} client" if n == 1 else f"{n} clients"
 
 
-def measure_submissions(run: Run, service: Service, sizes: Sizes) -> None:
+def measure_submissions(
+    run: Run, service: Service, sizes: Sizes, base_url: str, api: ApiProcesses
+) -> None:
     """Closed loops at 1, 16 and 64 clients, then paced loads at 70 % (worker stopped)."""
     cpu_notes: list[str] = []
     for clients in CLIENT_LEVELS:
         outcome = generate_load(
-            service.base_url,
+            base_url,
             "closed",
             _processes(clients),
             sizes.http_seconds,
@@ -141,11 +159,11 @@ def measure_submissions(run: Run, service: Service, sizes: Sizes) -> None:
         service.purge_queue()
         _check(outcome, _clients(clients))
         summary = latency_summary(outcome["latencies_ms"])
-        key = f"svc.http.c{clients}"
+        key = f"{api.key}.c{clients}"
         run.add(
             f"{key}.rate",
             GROUP,
-            f"POST /tasks/test/add, {_clients(clients)}",
+            f"POST /tasks/test/add, {_clients(clients)}, {api.label}",
             rate(outcome["requests"], outcome["seconds"]),
             "req/s",
             "higher",
@@ -155,21 +173,21 @@ def measure_submissions(run: Run, service: Service, sizes: Sizes) -> None:
             run.add(
                 f"{key}.{stat}",
                 GROUP,
-                f"POST latency {stat}, {_clients(clients)}",
+                f"POST latency {stat}, {_clients(clients)}, {api.label}",
                 summary[stat],
                 "ms",
                 "lower",
                 baseline=f"raw.celery.produce.{stat}",
             )
-        run.samples[f"service POST, {_clients(clients)}"] = outcome["latencies_ms"]
+        run.samples[f"service POST, {_clients(clients)}, {api.label}"] = outcome["latencies_ms"]
         cpu_notes.append(f"{_clients(clients)}: {_cpu_share(outcome):.0%}")
     run.notes.append(
-        f"Load generator: {GENERATOR}; its own CPU use (of one core) while timing: "
+        f"Load generator ({api.label}): {GENERATOR}; its own CPU use (of one core) while timing: "
         + ", ".join(cpu_notes)
         + "."
     )
     target_rate = run.value("raw.celery.produce")
-    capacity = run.value("svc.http.c64.rate")
+    capacity = run.value(f"{api.key}.c64.rate")
     paced = (
         ("open70", target_rate, "70 % of the raw apply_async loop"),
         ("open70own", capacity, "70 % of our 64-client rate"),
@@ -178,13 +196,13 @@ def measure_submissions(run: Run, service: Service, sizes: Sizes) -> None:
         if not reference:
             continue
         offered = OPEN_LOOP_SHARE * reference
-        outcome = generate_load(service.base_url, "open", 2, sizes.open_loop_seconds, rate=offered)
+        outcome = generate_load(base_url, "open", 2, sizes.open_loop_seconds, rate=offered)
         service.purge_queue()
         _check(outcome, name)
         summary = latency_summary(outcome["latencies_ms"])
-        label = f"paced {offered:.0f}/s ({what})"
+        label = f"paced {offered:.0f}/s ({what}), {api.label}"
         run.add(
-            f"svc.http.{name}.rate",
+            f"{api.key}.{name}.rate",
             GROUP,
             f"{label}: answered",
             rate(outcome["requests"] - outcome["dropped"], outcome["seconds"]),
@@ -193,17 +211,17 @@ def measure_submissions(run: Run, service: Service, sizes: Sizes) -> None:
         )
         for stat in ("p50", "p99"):
             run.add(
-                f"svc.http.{name}.{stat}",
+                f"{api.key}.{name}.{stat}",
                 GROUP,
                 f"{label}: latency {stat}",
                 summary[stat],
                 "ms",
                 "lower",
             )
-        run.samples[f"service POST paced, {what}"] = outcome["latencies_ms"]
+        run.samples[f"service POST paced, {what}, {api.label}"] = outcome["latencies_ms"]
         if outcome["dropped"]:
             run.notes.append(
-                f"Paced load at {what}: the API fell behind; {outcome['dropped']} of "
+                f"Paced load at {what} ({api.label}): the API fell behind; {outcome['dropped']} of "
                 f"{outcome['requests']} due submissions were still waiting "
                 f"{BACKLOG_GRACE:g} s after the window and were dropped, timed as waited so far "
                 "(so that p99 is a lower bound)."
@@ -390,7 +408,11 @@ def measure_all(run: Run, workdir: Path, sizes: Sizes) -> None:
         with phase("submissions"):
             # Like the raw producer loop: nothing consumes while submissions are timed.
             set_consuming(service.redis_url, QUEUE, consuming=False)
-            measure_submissions(run, service, sizes)
+            measure_submissions(run, service, sizes, service.base_url, ApiProcesses(1))
+            # The API as it would run on this host: one process per core (API_WORKERS).
+            processes = max(2, cpu_count())
+            with service.extra_api(processes) as base_url:
+                measure_submissions(run, service, sizes, base_url, ApiProcesses(processes))
             set_consuming(service.redis_url, QUEUE, consuming=True)
         with phase("memory"):
             measure_memory(run, service, sizes, idle)

@@ -98,12 +98,24 @@ class Service:
 
     def _api_up(self) -> bool:
         assert self.api is not None
-        if not self.api.alive():
-            raise RuntimeError(f"the API exited:\n{self.api.log()[-3000:]}")
+        return _answers(self.api, self.base_url)
+
+    @contextmanager
+    def extra_api(self, processes: int) -> Iterator[str]:
+        """A second `trustcard api` with `processes` uvicorn processes; yields its base URL."""
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        api = Proc(
+            f"api-{processes}",
+            trustcard_cmd("api", "--port", str(port)),
+            self.env(API_WORKERS=str(processes)),
+            self.workdir / f"api-{processes}.log",
+        ).start()
         try:
-            return httpx.get(f"{self.base_url}/health/live", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+            wait_until(lambda: _answers(api, base_url), 60, what=f"the {processes}-process API")
+            yield base_url
+        finally:
+            api.stop()
 
     def start_worker(self, observability: Observability = DEFAULT_OBSERVABILITY) -> int:
         """Start `trustcard worker -c 2` and wait until it is ready; returns its pid."""
@@ -193,6 +205,15 @@ class Service:
         finally:
             stop.set()
             thread.join(10)
+
+
+def _answers(api: Proc, base_url: str) -> bool:
+    if not api.alive():
+        raise RuntimeError(f"the API exited:\n{api.log()[-3000:]}")
+    try:
+        return httpx.get(f"{base_url}/health/live", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def generate_load(
