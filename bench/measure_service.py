@@ -397,7 +397,7 @@ def measure_all(run: Run, workdir: Path, sizes: Sizes) -> None:
             api_idle = service.api_rss()
         with phase("drains"):
             # First, on a fresh redis-server, as the raw drains are: later phases leave tens
-            # of thousands of results and a large append-only file behind (AOF rewrites).
+            # of thousands of task records and results behind (and AOF rewrites).
             measure_drains(run, service, sizes, workdir)
         with phase("start worker"):
             service.start_worker()
