@@ -26,6 +26,8 @@ class ReceivedSpan:
     links: list[tuple[str, str]]
     start_ns: int
     end_ns: int
+    # (name, time in ns, attributes) of each event recorded on the span
+    events: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
 
 
 def _value(any_value: Any) -> Any:
@@ -53,6 +55,14 @@ def decode(body: bytes) -> list[ReceivedSpan]:
                         links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
                         start_ns=span.start_time_unix_nano,
                         end_ns=span.end_time_unix_nano,
+                        events=[
+                            (
+                                event.name,
+                                event.time_unix_nano,
+                                {a.key: _value(a.value) for a in event.attributes},
+                            )
+                            for event in span.events
+                        ],
                     )
                 )
     return spans

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery.backends.redis import RedisBackend
+from opentelemetry import trace
 
-from trustcard.observability.tracing import tracer
+# The event on the current span (the task's run span, or a stage span for progress) when a
+# state was written; attribute celery.state says which.
+RESULT_STORED_EVENT = "result stored"
 
 
 class TrustcardRedisBackend(RedisBackend):  # type: ignore[misc]
@@ -18,9 +21,15 @@ class TrustcardRedisBackend(RedisBackend):  # type: ignore[misc]
     """
 
     def store_result(self, task_id: str, result: Any, state: str, *args: Any, **kwargs: Any) -> Any:
-        """Store with a span, so a trace shows when the result (or progress) was written."""
-        with tracer.start_as_current_span("store_result", attributes={"celery.state": state}):
-            return super().store_result(task_id, result, state, *args, **kwargs)
+        """Store, then mark the current span, so a trace shows when each state was written.
+
+        An event rather than a span of its own: two store spans per task (STARTED, SUCCESS)
+        were two thirds of a task's spans and cost ~48 µs each to record and encode; an event
+        is a timestamp and an attribute on the span already being recorded.
+        """
+        stored = super().store_result(task_id, result, state, *args, **kwargs)
+        trace.get_current_span().add_event(RESULT_STORED_EVENT, {"celery.state": state})
+        return stored
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         """Skip the result subscription; results are read by key when a client asks."""

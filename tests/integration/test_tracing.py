@@ -10,6 +10,7 @@ import pytest
 
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.stack import ServiceStack, poll_until, submit, wait_until
+from trustcard.celery_backend import RESULT_STORED_EVENT
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +58,15 @@ def spans_of(receiver: OtlpReceiver, trace_id: str, *names: str) -> list[Receive
     return found
 
 
+def stored_states(span: ReceivedSpan) -> dict[int, str]:
+    """celery.state of each "result stored" event on the span, by time (ns), in order."""
+    return {
+        at: str(attributes.get("celery.state"))
+        for name, at, attributes in sorted(span.events, key=lambda event: event[1])
+        if name == RESULT_STORED_EVENT
+    }
+
+
 def only(spans: list[ReceivedSpan], name: str) -> ReceivedSpan:
     matching = [s for s in spans if s.name == name]
     assert len(matching) == 1, [s.name for s in spans]
@@ -76,9 +86,7 @@ def test_one_trace_from_http_submit_to_stored_result(
 
     stages = [f"stage {n}" for n in ("extract_content", "detect_ai_content", "detect_deepfake")]
     stages += ["stage fact_check", "stage compute_trust_score"]
-    spans = spans_of(
-        receiver, trace_id, "POST /tasks/test/long", "run/test.long_task", *stages, "store_result"
-    )
+    spans = spans_of(receiver, trace_id, "POST /tasks/test/long", "run/test.long_task", *stages)
     http = only(spans, "POST /tasks/test/long")
     publish = only(spans, "apply_async/test.long_task")
     run = only(spans, "run/test.long_task")
@@ -100,22 +108,20 @@ def test_one_trace_from_http_submit_to_stored_result(
     assert run.parent_span_id == publish.span_id
     for name in stages:
         assert only(spans, name).parent_span_id == run.span_id
-    # Stages in order, each one's progress report stored inside it, the result stored last.
+    # Stages in order, each one's progress report stored inside it, the result stored last:
+    # every write of the task's state is an event on the span that made it.
     starts = [only(spans, name).start_ns for name in stages]
     assert starts == sorted(starts)
-    stores = [s for s in spans if s.name == "store_result"]
-    states = {s.attributes.get("celery.state") for s in stores}
-    assert {"PROGRESS", "SUCCESS"} <= states
-    final = next(s for s in stores if s.attributes.get("celery.state") == "SUCCESS")
-    assert final.parent_span_id == run.span_id
-    assert final.start_ns >= max(starts)
-    print(
-        "trace",
-        trace_id,
-        " -> ".join(
-            s.name for s in sorted(spans, key=lambda s: s.start_ns) if s.name != "store_result"
-        ),
-    )
+    for name in stages:
+        stage = only(spans, name)
+        progress = stored_states(stage)
+        assert set(progress.values()) == {"PROGRESS"}, (name, stage.events)
+        assert all(stage.start_ns <= at <= stage.end_ns for at in progress), name
+    on_run = stored_states(run)
+    assert list(on_run.values())[-1] == "SUCCESS", run.events
+    assert max(on_run) >= max(starts)
+    assert not [s for s in spans if s.name == "store_result"], "a state write is an event now"
+    print("trace", trace_id, " -> ".join(s.name for s in sorted(spans, key=lambda s: s.start_ns)))
 
 
 def test_status_polls_link_to_the_task_trace(traced: ServiceStack, receiver: OtlpReceiver) -> None:
