@@ -44,15 +44,8 @@ class TaskRecord:
         )
 
     def to_json(self) -> str:
-        # The fields by hand: dataclasses.asdict deep-copies each value (~3 % of a submission).
-        data = {
-            "task_id": self.task_id,
-            "name": self.name,
-            "submitted_at": self.submitted_at,
-            "cancelled_at": self.cancelled_at,
-            "trace_id": self.trace_id,
-            "span_id": self.span_id,
-        }
+        # Not dataclasses.asdict: it deep-copies each value (~3 % of a submission's CPU).
+        data = {name: getattr(self, name) for name in _RECORD_FIELD_NAMES}
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -65,7 +58,8 @@ class TaskRecord:
         return replace(self, cancelled_at=utc_now_iso())
 
 
-_RECORD_FIELDS = frozenset(f.name for f in fields(TaskRecord))
+_RECORD_FIELD_NAMES = tuple(f.name for f in fields(TaskRecord))
+_RECORD_FIELDS = frozenset(_RECORD_FIELD_NAMES)
 
 
 def utc_now_iso() -> str:
