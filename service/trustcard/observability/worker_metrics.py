@@ -115,7 +115,7 @@ class WorkerMetrics:
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     running: dict[str, _Running] = field(default_factory=dict)
-    known_task_names: set[str] = field(default_factory=set)
+    # Each task name's bound series (its keys: every task name this worker has seen).
     series: dict[str, _TaskSeries] = field(default_factory=dict)
     pool_processes: Callable[[], int] | None = None
 
@@ -194,7 +194,6 @@ class WorkerMetrics:
         ).set(1)
 
     def _start_series(self, task_name: str) -> _TaskSeries:
-        self.known_task_names.add(task_name)
         series = _TaskSeries(
             received=self.received.labels(task_name),
             started=self.started.labels(task_name),
@@ -274,7 +273,7 @@ class _LiveStateCollector(Collector):
             labels=["task_name"],
         )
         counts = Tally(r.task_name for r in list(self.metrics.running.values()))
-        for task_name in sorted(self.metrics.known_task_names | counts.keys()):
+        for task_name in sorted(self.metrics.series.keys() | counts.keys()):
             in_progress.add_metric([task_name], counts.get(task_name, 0))
         yield in_progress
         if self.metrics.pool_processes is not None:
