@@ -13,6 +13,7 @@ counted as it is read.
 
 from __future__ import annotations
 
+import json
 import time
 
 from starlette.exceptions import HTTPException
@@ -94,7 +95,7 @@ def _too_large(what: str, limit: int) -> str:
 
 
 async def _refuse(send: Send, what: str, limit: int) -> None:
-    body = b'{"detail":"%s"}' % _too_large(what, limit).encode()
+    body = json.dumps({"detail": _too_large(what, limit)}, separators=(",", ":")).encode()
     await send(
         {
             "type": "http.response.start",
