@@ -12,9 +12,9 @@ class HashedOnceResource(Resource):
     """A Resource whose hash is computed when it is made.
 
     The OTLP encoder groups each exported span by its resource, hashing the resource once per
-    span, and the SDK's Resource.__hash__ JSON-encodes every attribute each time: ~12 µs, three
-    times per test.add (run, STARTED and SUCCESS store spans). Resource attributes are
-    immutable, so the hash cannot go stale; equality is the SDK's.
+    span, and the SDK's Resource.__hash__ JSON-encodes every attribute each time: ~12 µs per
+    span. Resource attributes are immutable, so the hash cannot go stale; equality is the
+    SDK's.
 
     Each worker pool child merges its own `service.instance.id` into the resource its main
     process built (and the SDK does the same after fork to a provider made before it).
