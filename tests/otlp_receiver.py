@@ -28,6 +28,7 @@ class ReceivedSpan:
     end_ns: int
     # (name, time in ns, attributes) of each event recorded on the span
     events: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
+    instance: str = ""  # the resource's service.instance.id
 
 
 def _value(any_value: Any) -> Any:
@@ -46,6 +47,7 @@ def decode(body: bytes) -> list[ReceivedSpan]:
                 spans.append(
                     ReceivedSpan(
                         service=str(resource.get("service.name", "")),
+                        instance=str(resource.get("service.instance.id", "")),
                         name=span.name,
                         trace_id=span.trace_id.hex(),
                         span_id=span.span_id.hex(),

@@ -16,6 +16,7 @@ from celery.signals import (
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
+    worker_shutdown,
     worker_shutting_down,
 )
 from celery.worker import state as worker_state
@@ -24,8 +25,10 @@ from trustcard.config import get_settings
 from trustcard.observability.logs import configure_logging
 from trustcard.observability.tracing import (
     instrument_worker_process,
+    log_worker_tracing,
     prepare_worker_tracing,
     shutdown_tracing,
+    stop_worker_tracing,
 )
 from trustcard.observability.worker_metrics import PUBLISHED_AT_HEADER, WORKER_METRICS
 from trustcard.observability.worker_server import close_inherited_socket
@@ -74,6 +77,7 @@ def count_revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
 @worker_ready.connect
 def mark_ready(**_: Any) -> None:
     WORKER_METRICS.up.set(1)
+    log_worker_tracing()
     # Start-up garbage is done; freezing it makes the gc.collect() before each fork cheap.
     freeze_parent_heap()
 
@@ -88,6 +92,12 @@ def prepare_main_process(**_: Any) -> None:
     prepare_worker_tracing()
 
 
+@worker_shutdown.connect
+def finish_main_process(**_: Any) -> None:
+    # After the pool has stopped: export the spans the children handed over last.
+    stop_worker_tracing()
+
+
 @worker_process_init.connect
 def init_pool_child(**_: Any) -> None:
     close_inherited_socket()
@@ -96,7 +106,7 @@ def init_pool_child(**_: Any) -> None:
 
 @worker_process_shutdown.connect
 def flush_pool_child(**_: Any) -> None:
-    # A child recycled by max-tasks-per-child exits here: export its buffered spans first.
+    # A child recycled by max-tasks-per-child exits here (its spans are handed over already).
     shutdown_tracing()
 
 

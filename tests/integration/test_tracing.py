@@ -124,6 +124,24 @@ def test_one_trace_from_http_submit_to_stored_result(
     print("trace", trace_id, " -> ".join(s.name for s in sorted(spans, key=lambda s: s.start_ns)))
 
 
+def test_every_pool_child_s_spans_come_from_one_worker_instance(
+    traced: ServiceStack, receiver: OtlpReceiver
+) -> None:
+    """Children (recycled every 3 tasks here) hand their spans to the worker's main process."""
+    with traced.client() as client:
+        submitted = [
+            client.post("/tasks/test/add", params={"x": n, "y": 1}).json() for n in range(7)
+        ]
+        for task in submitted:
+            poll_until(client, task["task_id"], {"completed"})
+    runs = [
+        only(spans_of(receiver, t["trace_id"], "run/test.add"), "run/test.add") for t in submitted
+    ]
+    instances = {run.instance for run in runs}
+    assert len(instances) == 1, instances
+    assert "" not in instances
+
+
 def test_status_polls_link_to_the_task_trace(traced: ServiceStack, receiver: OtlpReceiver) -> None:
     with traced.client() as client:
         submitted = client.post("/tasks/test/add", params={"x": 2, "y": 3}).json()

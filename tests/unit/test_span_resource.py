@@ -1,4 +1,4 @@
-"""The worker's tracer resource: hashed once, one service.instance.id per forked pool child."""
+"""The tracer resource: hashed once; a worker's pool children share its main process's."""
 
 from __future__ import annotations
 
@@ -94,25 +94,23 @@ def worker_main_process() -> list[Any]:
     tracing.prepare_worker_tracing()
     prepared = tracing._worker_resource
     return [
-        prepared is not None,
+        str(prepared.attributes[SERVICE_INSTANCE_ID]),
         in_forked_child(pool_child_resource),
         in_forked_child(pool_child_resource),
     ]
 
 
 @pytest.mark.parametrize("configured_id", [None, "pod-7"])
-def test_pool_children_get_the_prepared_resource_and_their_own_instance_id(
+def test_pool_children_use_the_main_process_resource(
     monkeypatch: pytest.MonkeyPatch, configured_id: str | None
 ) -> None:
+    """Their spans are exported by the main process: one service.instance.id per worker."""
     # Nothing is exported: the children end without a span.
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "svc-under-test")
     if configured_id:
         monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", f"service.instance.id={configured_id}")
-    prepared, first, second = in_forked_child(worker_main_process)
-    assert prepared
-    assert first[:2] == second[:2] == ["HashedOnceResource", "svc-under-test"]
+    main_id, first, second = in_forked_child(worker_main_process)
+    assert first == second == ["HashedOnceResource", "svc-under-test", main_id]
     if configured_id:
-        assert first[2] == second[2] == configured_id
-    else:
-        assert first[2] != second[2]
+        assert main_id == configured_id

@@ -1,14 +1,16 @@
 """OpenTelemetry traces: off unless an OTLP endpoint is configured by the standard OTEL_* vars.
 
 One trace per submission: the API's HTTP span -> `apply_async/<task>` (publish) -> the worker's
-`run/<task>` -> stage and result-store spans. The API stores the submission's trace id with the
-task, so status polls can link to the task's trace (they are separate traces).
+`run/<task>` -> stage spans, each stored state an event on the span that stored it. The API
+stores the submission's trace id with the task, so status polls can link to the task's trace
+(they are separate traces).
 
 Only OTLP over HTTP/protobuf is shipped (port 4318 on a Collector); it avoids grpcio's size.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -93,8 +95,6 @@ def build_resource(default_service_name: str) -> Any:
 
 
 _exporting_pid: int | None = None
-# Built (not used) by a worker's main process, so each pool child does not build its own.
-_unused_exporter: Any = None
 
 
 def build_exporter() -> Any:
@@ -108,16 +108,14 @@ def start_exporting() -> None:
     """Add the batching OTLP exporter to the installed provider, once per process.
 
     Its processor owns a thread and, once it has exported, its exporter an open HTTP
-    connection: neither may be shared with a forked process, so a worker's main process
-    leaves this to each pool child (handing it an exporter that never sent anything).
+    connection: neither may be shared with a forked process.
     """
     global _exporting_pid
     if _provider is None or _exporting_pid == os.getpid():
         return
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    exporter = _unused_exporter if _unused_exporter is not None else build_exporter()
-    _provider.add_span_processor(BatchSpanProcessor(exporter))
+    _provider.add_span_processor(BatchSpanProcessor(build_exporter()))
     _exporting_pid = os.getpid()
     endpoint = next(os.environ[name] for name in ENDPOINT_VARS if os.environ.get(name))
     log.info("tracing on: OTLP/HTTP to %s", endpoint)
@@ -198,33 +196,49 @@ def instrument_api(app: Any) -> None:
     instrument_celery()
 
 
-# Built by the worker's main process for its pool children (each adds its own instance id).
+# The worker's main process: the resource every pool child's spans are exported with, and the
+# relay that receives and exports them (trustcard.observability.span_relay).
 _worker_resource: Any = None
+_span_relay: Any = None
 
 
 def prepare_worker_tracing() -> None:
-    """In the worker's main process, before the pool forks: what every pool child would build.
+    """In the worker's main process, before the pool forks: the resource, instrumentation, relay.
 
-    Each pool child (a new one per max-tasks-per-child tasks) inherits the resource, the Celery
-    instrumentation and an unused exporter from here instead of building them: that took ~7 ms
-    of CPU per child (resource detection in a thread pool, the instrumentor's package-metadata
-    check, the SDK's warning-filter regex), ~0.14 ms per task at 50. The provider itself is
-    left to the children: one made here would re-run the resource detection (in a thread
-    pool) after every fork. The main process runs no task and exports nothing.
+    Pool children (a new one per max-tasks-per-child tasks) inherit the resource and the
+    Celery instrumentation from here instead of building them (~7 ms of CPU per child:
+    resource detection in a thread pool, the instrumentor's package-metadata check, the SDK's
+    warning-filter regex), and hand their spans to this process's relay instead of exporting
+    them (~10 ms per child). The main process runs no task and makes no span of its own.
     """
-    global _worker_resource, _unused_exporter
-    if not tracing_configured():
+    global _worker_resource, _span_relay
+    if not tracing_configured() or _span_relay is not None:
         return
-    # Custom detectors may describe the process: then each child runs them, as before.
-    if not os.environ.get("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "").strip():
-        _worker_resource = build_resource("trustcard-worker")
+    from trustcard.observability.span_relay import SpanRelay
+
+    _worker_resource = build_resource("trustcard-worker")
     instrument_celery()
-    # Its HTTP session opens no connection until the first export, which only a child makes.
-    _unused_exporter = build_exporter()
     _compile_sdk_warning_filter()
-    # requests imports netrc on a session's first request: in every child, from disk (py-spy:
-    # ~1 % of a child's GIL time in a drain).
-    import netrc  # noqa: F401
+    _span_relay = SpanRelay(build_exporter(), _worker_resource)
+    _span_relay.start()
+    # worker_shutdown is not sent on every way out (a cold shutdown); the relay's stop()
+    # does nothing in a pool child, which never runs exit handlers anyway (os._exit).
+    atexit.register(stop_worker_tracing)
+
+
+def log_worker_tracing() -> None:
+    """Say where spans go (at worker_ready: worker_init comes before Celery's log set-up)."""
+    if _span_relay is not None:
+        endpoint = next(os.environ[name] for name in ENDPOINT_VARS if os.environ.get(name))
+        log.info("tracing on: the main process exports the pool's spans, OTLP/HTTP to %s", endpoint)
+
+
+def stop_worker_tracing() -> None:
+    """In the worker's main process, after the pool stopped: export the spans left, stop."""
+    global _span_relay
+    if _span_relay is not None:
+        _span_relay.stop()
+        _span_relay = None
 
 
 def _compile_sdk_warning_filter() -> None:
@@ -239,17 +253,21 @@ def _compile_sdk_warning_filter() -> None:
 
 
 def instrument_worker_process() -> None:
-    """In each pool child: install the provider and start exporting.
+    """In each pool child: a provider whose spans go to the main process's relay.
 
-    The child's resource is the main process's plus its own service.instance.id (the SDK's
-    detector; configured attributes still win, see HashedOnceResource). Without a prepared
-    resource the child builds everything itself, as before.
+    Without a relay (the main process did not prepare one) the child exports by itself.
     """
-    resource = None
-    if _worker_resource is not None:
-        from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
+    global _provider
+    if _span_relay is None:
+        if init_provider("trustcard-worker"):
+            start_exporting()
+            instrument_celery()
+        return
+    if _provider is not None:
+        return
+    from opentelemetry.sdk.trace import TracerProvider
 
-        resource = _worker_resource.merge(ServiceInstanceIdResourceDetector().detect())
-    if init_provider("trustcard-worker", resource):
-        start_exporting()
-        instrument_celery()
+    provider = TracerProvider(resource=_worker_resource, shutdown_on_exit=False)
+    provider.add_span_processor(_span_relay.forwarder())
+    trace.set_tracer_provider(provider)
+    _provider = provider
