@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -174,3 +175,39 @@ def test_json_logs_carry_trace_and_task_ids(traced: ServiceStack) -> None:
     assert mine, "no JSON log line carries the task id"
     assert any(r.get("trace_id") == body["trace_id"] for r in mine)
     assert all({"time", "level", "logger", "message"} <= r.keys() for r in mine)
+
+
+def test_spans_of_finished_tasks_survive_their_pool_child_being_killed(
+    receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """Children hand each span over as it ends: a child SIGKILLed (the OOM killer, kill -9)
+    has nothing of its earlier tasks left to lose. The batch delay is ten minutes, so
+    nothing is exported until the worker stops; a child buffering its own spans would have
+    taken them with it."""
+    stack = ServiceStack(
+        workdir=tmp_path,
+        env_overrides={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+            "OTEL_BSP_SCHEDULE_DELAY": "600000",
+        },
+    ).start()
+    try:
+        assert stack.worker is not None
+        assert stack.worker.process is not None
+        main = psutil.Process(stack.worker.process.pid)
+        with stack.client() as client:
+            added = [
+                client.post("/tasks/test/add", params={"x": n, "y": 0}).json() for n in range(6)
+            ]
+            for task in added:
+                poll_until(client, task["task_id"], {"completed"})
+        children = main.children()
+        assert len(children) == 2
+        for child in children:
+            child.kill()
+        psutil.wait_procs(children, timeout=10)
+        stack.worker.stop()  # the main process exports what it holds
+        for task in added:
+            only(spans_of(receiver, task["trace_id"], "run/test.add"), "run/test.add")
+    finally:
+        stack.stop()

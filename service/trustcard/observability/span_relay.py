@@ -240,6 +240,9 @@ class SpanRelay:
                 size = self._receiver.recv_into(buffer)
             except TimeoutError:
                 size = -1
+            except OSError as error:  # not expected on a socket pair; say so, export, end
+                log.error("span relay stopped receiving: %s", error)
+                break
             if size == 0:
                 break
             if size > 0:
