@@ -16,11 +16,11 @@ class HashedOnceResource(Resource):
     span. Resource attributes are immutable, so the hash cannot go stale; equality is the
     SDK's.
 
-    Each worker pool child merges its own `service.instance.id` into the resource its main
-    process built (and the SDK does the same after fork to a provider made before it).
-    `configured` holds the attributes set by OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME; they
-    win over any merge, as they do in Resource.create(), so an operator's service.instance.id
-    is kept.
+    After a fork, the SDK merges a new `service.instance.id` into the resource of a provider
+    made before it (a worker's pool children do not export: their spans carry the main
+    process's resource, see span_relay). `configured` holds the attributes set by
+    OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME; they win over any merge, as they do in
+    Resource.create(), so an operator's service.instance.id is kept.
     """
 
     def __init__(
