@@ -17,6 +17,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
+from trustcard.observability import span_relay
 from trustcard.observability.span_relay import SpanRelay, span_from_bytes, span_to_bytes
 
 MAIN_RESOURCE = Resource({"service.name": "trustcard-worker", "service.instance.id": "main"})
@@ -158,6 +159,44 @@ def test_batches_follow_the_sdk_batch_settings(monkeypatch: pytest.MonkeyPatch) 
         # while the relay is still running.
         wait_for(lambda: len(exporter.get_finished_spans()) == 6)
         assert max(exporter.batches) <= 3
+        assert relay.running
+    finally:
+        relay.stop()
+
+
+class LaggingClock:
+    """time for the relay, each reading 0.75 s after the last: as if the relay thread lost the
+    CPU (or the GIL, to a main process busy forking) between two steps of its loop."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleep = time.sleep
+
+    def monotonic(self) -> float:
+        self.now += 0.75
+        return self.now
+
+
+def test_a_batch_falling_due_while_the_relay_waits_is_exported(
+    monkeypatch: pytest.MonkeyPatch, exporter: BatchSizes
+) -> None:
+    """Found by CI: a batch already due when the relay next waited made that wait a socket
+    timeout of 0, whose EAGAIN ended the relay (and every later span was lost)."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "1000")
+    monkeypatch.setattr(span_relay, "time", LaggingClock())
+    relay = SpanRelay(exporter, MAIN_RESOURCE)
+    relay.start()
+
+    def one_span() -> None:  # one span per child: the relay waits on an empty socket after it
+        provider = TracerProvider()
+        provider.add_span_processor(relay.forwarder())
+        provider.get_tracer("test").start_span("run/test.add").end()
+
+    try:
+        for _ in range(3):
+            assert in_forked_child(one_span) == 0
+        wait_for(lambda: len(exporter.get_finished_spans()) == 3)
+        assert relay.running
     finally:
         relay.stop()
 

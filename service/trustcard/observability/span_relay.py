@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import select
 import socket
 import threading
 import time
@@ -204,6 +205,10 @@ class SpanRelay:
         self._thread = threading.Thread(target=self._run, name="span-relay", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def forwarder(self) -> SpanForwarder:
         """In a pool child: the processor sending to this relay (the receiving end is closed)."""
         if os.getpid() != self._pid:
@@ -234,12 +239,13 @@ class SpanRelay:
         pending: list[ReadableSpan] = []
         export_at = 0.0
         while True:
+            # Wait for a datagram, or until the pending batch is due. select() and a blocking
+            # socket: a socket timeout of 0 (a batch already due) would make recv raise EAGAIN.
             timeout = max(0.0, export_at - time.monotonic()) if pending else None
-            self._receiver.settimeout(timeout)
+            size = -1
             try:
-                size = self._receiver.recv_into(buffer)
-            except TimeoutError:
-                size = -1
+                if select.select([self._receiver], [], [], timeout)[0]:
+                    size = self._receiver.recv_into(buffer)
             except OSError as error:  # not expected on a socket pair; say so, export, end
                 log.error("span relay stopped receiving: %s", error)
                 break
