@@ -238,13 +238,16 @@ class SpanRelay:
         view = memoryview(buffer)
         pending: list[ReadableSpan] = []
         export_at = 0.0
+        # Wait with poll() on the blocking socket: a socket timeout of 0 (a batch already due)
+        # would make recv raise EAGAIN; poll() has no FD_SETSIZE limit, unlike select().
+        poller = select.poll()
+        poller.register(self._receiver, select.POLLIN)
         while True:
-            # Wait for a datagram, or until the pending batch is due. select() and a blocking
-            # socket: a socket timeout of 0 (a batch already due) would make recv raise EAGAIN.
-            timeout = max(0.0, export_at - time.monotonic()) if pending else None
+            # Until a datagram comes, or the pending batch is due.
+            timeout_ms = max(0.0, export_at - time.monotonic()) * 1000 if pending else None
             size = -1
             try:
-                if select.select([self._receiver], [], [], timeout)[0]:
+                if poller.poll(timeout_ms):
                     size = self._receiver.recv_into(buffer)
             except OSError as error:  # not expected on a socket pair; say so, export, end
                 log.error("span relay stopped receiving: %s", error)
