@@ -65,7 +65,9 @@ def test_sigkilled_worker_tasks_are_redelivered_and_take_effect_once(
             )
             kill_group(first.proc)
             killed_at = time.monotonic()
-            assert not group_alive(first.pid), "a pool child outlived the SIGKILL"
+            # The kernel delivers the group's SIGKILL to each child on its own; the main
+            # process was reaped above, a child may still be on its way out for a moment.
+            wait_until(lambda: not group_alive(first.pid), 5, what="no pool child left alive")
             # The killed worker's messages are neither acked nor back on the queue yet.
             assert unacked_count(stack) >= 2
 
