@@ -14,7 +14,6 @@ from celery.signals import (
     task_revoked,
     worker_init,
     worker_process_init,
-    worker_process_shutdown,
     worker_ready,
     worker_shutdown,
     worker_shutting_down,
@@ -27,7 +26,6 @@ from trustcard.observability.tracing import (
     instrument_worker_process,
     log_worker_tracing,
     prepare_worker_tracing,
-    shutdown_tracing,
     stop_worker_tracing,
 )
 from trustcard.observability.worker_metrics import PUBLISHED_AT_HEADER, WORKER_METRICS
@@ -102,12 +100,6 @@ def finish_main_process(**_: Any) -> None:
 def init_pool_child(**_: Any) -> None:
     close_inherited_socket()
     instrument_worker_process()
-
-
-@worker_process_shutdown.connect
-def flush_pool_child(**_: Any) -> None:
-    # A child recycled by max-tasks-per-child exits here (its spans are handed over already).
-    shutdown_tracing()
 
 
 @setup_logging.connect

@@ -1,8 +1,8 @@
 """1000 pool children recycled (max-tasks-per-child 1): no task, span, series or fd lost or leaked.
 
-Spans are exported only when a child exits (the batch delay is 10 minutes), so every span
-received proves the flush in worker_process_shutdown; metrics live in the main process, so
-no per-child file or series can pile up.
+Each child hands its span to the main process as the span ends, before the child exits, so
+every span received shows that none is lost to recycling; metrics live in the main process,
+so no per-child file or series can pile up.
 """
 
 from __future__ import annotations

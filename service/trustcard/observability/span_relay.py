@@ -103,7 +103,8 @@ def span_from_wire(
     scope_wire = wire[11]
     scope = None
     if scope_wire is not None:
-        key = scope_wire[:3]
+        scope_name, version, schema_url, scope_attributes = scope_wire
+        key = (scope_name, version, schema_url, tuple(sorted(scope_attributes.items())))
         scope = scopes.get(key)
         if scope is None:
             scope = scopes[key] = InstrumentationScope(*scope_wire)

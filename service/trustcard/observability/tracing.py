@@ -49,11 +49,8 @@ def init_tracing(default_service_name: str) -> bool:
     return True
 
 
-def init_provider(default_service_name: str, resource: Any = None) -> bool:
-    """Install the SDK's provider, not exporting yet; False when tracing is off. Idempotent.
-
-    `resource`: one built by build_resource() (default: built now).
-    """
+def init_provider(default_service_name: str) -> bool:
+    """Install the SDK's provider, not exporting yet; False when tracing is off. Idempotent."""
     global _provider
     if _provider is not None:
         return True
@@ -61,9 +58,7 @@ def init_provider(default_service_name: str, resource: Any = None) -> bool:
         return False
     from opentelemetry.sdk.trace import TracerProvider
 
-    if resource is None:
-        resource = build_resource(default_service_name)
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=build_resource(default_service_name))
     trace.set_tracer_provider(provider)
     _provider = provider
     return True
@@ -122,17 +117,9 @@ def start_exporting() -> None:
 
 
 def flush_tracing(timeout_millis: int = 5000) -> None:
-    """Export buffered spans now (a pool child about to exit, an API shutting down)."""
+    """Export buffered spans now (an API shutting down)."""
     if _provider is not None:
         _provider.force_flush(timeout_millis)
-
-
-def shutdown_tracing() -> None:
-    global _provider, _exporting_pid
-    if _provider is not None:
-        _provider.shutdown()
-        _provider = None
-        _exporting_pid = None
 
 
 def current_trace_ids() -> tuple[str, str] | None:
@@ -255,15 +242,10 @@ def _compile_sdk_warning_filter() -> None:
 def instrument_worker_process() -> None:
     """In each pool child: a provider whose spans go to the main process's relay.
 
-    Without a relay (the main process did not prepare one) the child exports by itself.
+    It has nothing to flush at the child's exit: each span is handed over as it ends.
     """
     global _provider
-    if _span_relay is None:
-        if init_provider("trustcard-worker"):
-            start_exporting()
-            instrument_celery()
-        return
-    if _provider is not None:
+    if _span_relay is None or _provider is not None:
         return
     from opentelemetry.sdk.trace import TracerProvider
 
