@@ -9,6 +9,7 @@ from celery import Celery
 from trustcard.config import Settings, get_settings
 from trustcard.names import APP_NAME, QUEUE
 from trustcard.observability.worker_server import MetricsServerStep
+from trustcard.redis_connection import celery_redis_config
 from trustcard.worker_health import HeartbeatStep
 
 TASK_MODULES = ["trustcard.tasks.test_tasks", "trustcard.tasks.analysis_tasks"]
@@ -26,8 +27,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "socket_timeout": 5,
     }
     return {
-        "broker_url": settings.broker_url,
-        "result_backend": f"{BACKEND_CLASS}+{settings.result_backend_url}",
+        # URLs and TLS options of broker and result backend (the one place: redis_connection).
+        **celery_redis_config(settings, BACKEND_CLASS),
         # Seed contract: every task family runs on the one `analysis` queue.
         "task_routes": {"analysis.*": {"queue": QUEUE}, "test.*": {"queue": QUEUE}},
         # Tasks sent by name without a route (plain clients) land where workers listen.

@@ -146,7 +146,7 @@ def exporter(
     """Serve the depth of queue `analysis` (all priorities) and unacked tasks for Prometheus."""
     from trustcard.observability.exporter import serve
 
-    serve(_settings_or_exit().broker_url, [QUEUE], host, port)
+    serve(_settings_or_exit(), [QUEUE], host, port)
 
 
 @cli.command("worker-alive")

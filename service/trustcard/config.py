@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     REDIS_PASSWORD: SecretStr | None = None
     DATABASE_URL: str = "sqlite:///./trustcard.db"
 
+    # TLS of rediss:// URLs (every Redis client, see redis_connection.py): a CA bundle (unset:
+    # the system's CAs), an optional client certificate and key for mutual TLS, and whether
+    # to verify the server's certificate and host name (on unless you turn it off).
+    REDIS_TLS_CA_FILE: str | None = None
+    REDIS_TLS_CERT_FILE: str | None = None
+    REDIS_TLS_KEY_FILE: str | None = None
+    REDIS_TLS_VERIFY: bool = True
+
     TASK_TIME_LIMIT: PositiveSeconds = 300
     TASK_SOFT_TIME_LIMIT: PositiveSeconds = 240
     WORKER_PREFETCH_MULTIPLIER: Annotated[int, Field(ge=1)] = 1

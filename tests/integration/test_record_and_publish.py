@@ -127,7 +127,7 @@ def test_a_server_that_refuses_scripts_gets_two_writes(
 def test_only_databases_of_one_server_share_the_script() -> None:
     def combined(broker_url: str, backend_url: str) -> RecordAndPublish | None:
         return RecordAndPublish.for_clients(
-            redis_client(broker_url, 1), redis_client(backend_url, 1)
+            redis_client(Settings(), broker_url, 1), redis_client(Settings(), backend_url, 1)
         )
 
     same = combined("redis://127.0.0.1:6390/0", "redis://127.0.0.1:6390/1")

@@ -17,6 +17,7 @@ from trustcard.api.record_and_publish import RecordAndPublish
 from trustcard.api.result_subscriptions import SubscriberPool
 from trustcard.config import Settings
 from trustcard.db.engine import create_db_engine
+from trustcard.redis_connection import async_client
 
 
 @dataclass
@@ -66,9 +67,10 @@ PUBLISH_THREADS = 2
 DATABASE_THREADS = 4
 
 
-def redis_client(url: str, timeout: float) -> Redis:
+def redis_client(settings: Settings, url: str, timeout: float) -> Redis:
     """An async client that fails within `timeout` instead of retrying for long."""
-    return Redis.from_url(
+    return async_client(
+        settings,
         url,
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
@@ -84,8 +86,8 @@ def open_resources(settings: Settings, celery: Celery) -> ApiResources:
     return ApiResources(
         settings=settings,
         celery=celery,
-        broker=redis_client(settings.broker_url, settings.REDIS_TIMEOUT_SECONDS),
-        backend=redis_client(settings.result_backend_url, settings.REDIS_TIMEOUT_SECONDS),
+        broker=redis_client(settings, settings.broker_url, settings.REDIS_TIMEOUT_SECONDS),
+        backend=redis_client(settings, settings.result_backend_url, settings.REDIS_TIMEOUT_SECONDS),
         # Creating the engine opens no connection: the first query does.
         sessions=sessionmaker(create_db_engine(settings.DATABASE_URL), expire_on_commit=False),
     )

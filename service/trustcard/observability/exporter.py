@@ -14,7 +14,9 @@ from collections.abc import Sequence
 import redis
 from prometheus_client import CollectorRegistry, start_http_server
 
+from trustcard.config import Settings
 from trustcard.observability.queue_depth import QueueDepthCollector
+from trustcard.redis_connection import sync_client
 
 
 def build_registry(client: redis.Redis, queues: Sequence[str]) -> CollectorRegistry:
@@ -23,9 +25,9 @@ def build_registry(client: redis.Redis, queues: Sequence[str]) -> CollectorRegis
     return registry
 
 
-def serve(redis_url: str, queues: Sequence[str], host: str, port: int) -> None:
-    """Serve /metrics until SIGTERM or SIGINT."""
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+def serve(settings: Settings, queues: Sequence[str], host: str, port: int) -> None:
+    """Serve /metrics of the broker's queues until SIGTERM or SIGINT."""
+    client = sync_client(settings, settings.broker_url, socket_connect_timeout=2, socket_timeout=2)
     server, thread = start_http_server(port, host, registry=build_registry(client, queues))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
