@@ -33,6 +33,17 @@ def _settings_or_exit() -> Settings:
         raise typer.Exit(2) from None
 
 
+def _redis_or_exit(settings: Settings) -> None:
+    """A wrong CA, a TLS/non-TLS mismatch or refused credentials: one line and exit 2."""
+    from trustcard.redis_preflight import check_redis
+
+    try:
+        check_redis(settings)
+    except ConfigError as exc:
+        typer.echo(f"trustcard: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _schema_at_head_or_exit(settings: Settings) -> None:
     """API and worker refuse to start on a database without the current schema."""
     problem = require_schema_at_head(settings.DATABASE_URL)
@@ -72,6 +83,7 @@ def api(
     import uvicorn
 
     settings = _settings_or_exit()
+    _redis_or_exit(settings)
     _schema_at_head_or_exit(settings)
     # Worker processes start fresh (spawned) and read the choice from the environment.
     os.environ[ACCESS_LOG_ENV] = "true" if access_log else "false"
@@ -132,6 +144,7 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
 def worker(ctx: typer.Context) -> None:
     """Exec the Celery worker on queue `analysis` (extra arguments go to `celery worker`)."""
     settings = _settings_or_exit()
+    _redis_or_exit(settings)
     _schema_at_head_or_exit(settings)
     argv = worker_argv(settings, list(ctx.args))
     # exec, not a child: on Kubernetes SIGTERM must reach Celery itself for a warm shutdown.
@@ -146,7 +159,9 @@ def exporter(
     """Serve the depth of queue `analysis` (all priorities) and unacked tasks for Prometheus."""
     from trustcard.observability.exporter import serve
 
-    serve(_settings_or_exit(), [QUEUE], host, port)
+    settings = _settings_or_exit()
+    _redis_or_exit(settings)
+    serve(settings, [QUEUE], host, port)
 
 
 @cli.command("worker-alive")

@@ -159,7 +159,9 @@ class Settings(BaseSettings):
         if self.REDIS_PASSWORD is None or parts.password is not None or parts.scheme == "unix":
             return url
         secret = quote(self.REDIS_PASSWORD.get_secret_value(), safe="")
-        netloc = f"{quote(parts.username or '', safe='')}:{secret}@{parts.netloc}"
+        # An ACL user name in the URL (rediss://user@host) stays as written, before the password.
+        user, _, host = parts.netloc.rpartition("@")
+        netloc = f"{user}:{secret}@{host}"
         return urlunsplit(parts._replace(netloc=netloc))
 
 

@@ -103,3 +103,9 @@ def test_secrets_come_from_a_mounted_directory(
     settings = load_settings()
     assert settings.broker_url == "redis://:from-file@r:6379/0"
     assert settings.result_backend_url == "redis://:from-file@r:6379/1"
+
+
+def test_password_goes_after_an_acl_user_name_in_the_url() -> None:
+    settings = Settings(REDIS_URL="rediss://trust%40card@redis:6380/0", REDIS_PASSWORD="p@ss")
+    assert settings.broker_url == "rediss://trust%40card:p%40ss@redis:6380/0"
+    assert settings.result_backend_url == "rediss://trust%40card:p%40ss@redis:6380/1"
