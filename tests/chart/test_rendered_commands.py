@@ -80,8 +80,14 @@ class Cluster:
                 value = base64.b64decode(secret["data"][entry["key"]]).decode()
                 if entry["path"] == "DATABASE_URL":
                     value = self.local_database(value)
+                # Paths may have folders (redis-tls/ca.crt), as in a projected volume.
+                (secrets_dir / entry["path"]).parent.mkdir(exist_ok=True)
                 (secrets_dir / entry["path"]).write_text(value)
         env["TRUSTCARD_SECRETS_DIR"] = str(secrets_dir)
+        # Settings that name files of the secrets volume (REDIS_TLS_CA_FILE ...) follow it.
+        for key, setting in env.items():
+            if setting.startswith("/run/secrets/trustcard/"):
+                env[key] = setting.replace("/run/secrets/trustcard", str(secrets_dir), 1)
         if "REDIS_URL" in env:
             env["REDIS_URL"] = env["REDIS_URL"].replace(
                 "release-trustcard-redis:6379", f"127.0.0.1:{self.redis.port}"

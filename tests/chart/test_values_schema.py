@@ -92,6 +92,11 @@ def test_every_values_key_has_a_comment() -> None:
             "config.brokerVisibilityTimeout (200) must exceed",
         ),
         ({"redis": {"enabled": False}}, "redis.enabled=false needs externalRedis.existingSecret"),
+        ({"redis": {"tls": {"enabled": True}}}, "redis.tls.enabled needs redis.tls.existingSecret"),
+        (
+            {"externalRedis": {"tls": {"certKey": "tls.crt"}}},
+            "externalRedis.tls.certKey needs externalRedis.tls.keyKey",
+        ),
     ],
 )
 def test_bad_values_are_refused_with_a_readable_message(

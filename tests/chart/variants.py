@@ -37,6 +37,27 @@ VARIANTS: dict[str, dict[str, Any]] = {
         }
     },
     "external-redis": EXTERNAL_REDIS,
+    # TLS: bundled Redis with mutual TLS, and an external one with CA, client cert and ACL user.
+    "redis-tls-mutual-keda": {
+        "redis": {"tls": {"enabled": True, "existingSecret": "redis-tls", "authClients": True}},
+        "worker": {"autoscaling": {"mode": "keda"}},
+    },
+    "external-redis-tls-keda": {
+        "redis": {"enabled": False},
+        "externalRedis": {
+            "existingSecret": "my-redis",
+            "address": "redis.example:6380",
+            "usernameKey": "redis-username",
+            "databaseIndex": 3,
+            "tls": {
+                "enabled": True,
+                "existingSecret": "my-redis-tls",
+                "certKey": "tls.crt",
+                "keyKey": "tls.key",
+            },
+        },
+        "worker": {"autoscaling": {"mode": "keda"}},
+    },
     "external-redis-keda": {**EXTERNAL_REDIS, "worker": {"autoscaling": {"mode": "keda"}}},
     "network-policies": {
         "networkPolicy": {

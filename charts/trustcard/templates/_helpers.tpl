@@ -75,6 +75,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (eq .Values.worker.autoscaling.mode "keda") (not .Values.redis.enabled) (not .Values.externalRedis.address) }}
 {{- fail "worker.autoscaling.mode=keda with an external Redis needs externalRedis.address (host:port) for the redis trigger" }}
 {{- end }}
+{{- if and .Values.redis.enabled .Values.redis.tls.enabled (not .Values.redis.tls.existingSecret) }}
+{{- fail "redis.tls.enabled needs redis.tls.existingSecret: a Secret with ca.crt, tls.crt and tls.key (e.g. a cert-manager Certificate's)" }}
+{{- end }}
+{{- if and .Values.externalRedis.tls.certKey (not .Values.externalRedis.tls.keyKey) }}
+{{- fail "externalRedis.tls.certKey needs externalRedis.tls.keyKey: the key of the client certificate's private key in the same Secret" }}
+{{- end }}
 {{- if gt (int .Values.worker.autoscaling.minReplicas) (int .Values.worker.autoscaling.maxReplicas) }}
 {{- fail "worker.autoscaling.minReplicas must not exceed worker.autoscaling.maxReplicas" }}
 {{- end }}
@@ -98,8 +104,9 @@ app.kubernetes.io/component: {{ .component }}
   value: /run/secrets/trustcard
 {{- if .Values.redis.enabled }}
 - name: REDIS_URL
-  value: {{ printf "redis://%s:6379/0" (include "trustcard.redis.fullname" .) | quote }}
+  value: {{ printf "%s://%s:6379/%s" (ternary "rediss" "redis" .Values.redis.tls.enabled) (include "trustcard.redis.fullname" .) (include "trustcard.redis.databaseIndex" .) | quote }}
 {{- end }}
+{{- include "trustcard.redisTls.env" . }}
 {{- end }}
 
 {{/* OpenTelemetry variables of one component: (dict "root" $ "component" "api"); none when tracing.otlpEndpoint is empty. */}}
@@ -154,6 +161,12 @@ app.kubernetes.io/component: {{ .component }}
             - key: {{ . }}
               path: RESULT_BACKEND_URL
             {{- end }}
+      {{- end }}
+      {{- with include "trustcard.redisTls.items" $root }}
+      - secret:
+          name: {{ include "trustcard.redisTls.secretName" $root }}
+          items:
+            {{- . | nindent 12 }}
       {{- end }}
       {{- end }}
       {{- if .database }}
@@ -260,4 +273,85 @@ so a fresh install waits for the migration Job instead of crash-looping. */}}
     - name: tmp
       mountPath: /tmp
     {{- include "trustcard.secretsMount" . | nindent 4 }}
+{{- end }}
+
+{{/* ---- Redis TLS (Managed Redis and TLS in the README) ---- */}}
+
+{{/* The Redis clients' TLS values: redis.tls (bundled) or externalRedis.tls. */}}
+{{- define "trustcard.redisTls.enabled" -}}
+{{- if ternary .Values.redis.tls.enabled .Values.externalRedis.tls.enabled .Values.redis.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Secret holding the clients' CA bundle and client certificate. */}}
+{{- define "trustcard.redisTls.secretName" -}}
+{{- ternary .Values.redis.tls.existingSecret .Values.externalRedis.tls.existingSecret .Values.redis.enabled }}
+{{- end }}
+
+{{/* Items of that Secret in the secrets volume, under redis-tls/ (ca.crt, tls.crt, tls.key); empty when none. */}}
+{{- define "trustcard.redisTls.items" -}}
+{{- if and (include "trustcard.redisTls.enabled" .) (include "trustcard.redisTls.secretName" .) }}
+{{- if .Values.redis.enabled }}
+- key: ca.crt
+  path: redis-tls/ca.crt
+{{- if .Values.redis.tls.authClients }}
+- key: tls.crt
+  path: redis-tls/tls.crt
+- key: tls.key
+  path: redis-tls/tls.key
+{{- end }}
+{{- else }}
+{{- with .Values.externalRedis.tls.caKey }}
+- key: {{ . }}
+  path: redis-tls/ca.crt
+{{- end }}
+{{- with .Values.externalRedis.tls.certKey }}
+- key: {{ . }}
+  path: redis-tls/tls.crt
+- key: {{ $.Values.externalRedis.tls.keyKey }}
+  path: redis-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* REDIS_TLS_* of api, worker and exporter: paths of the mounted files, and verification. */}}
+{{- define "trustcard.redisTls.env" -}}
+{{- $items := include "trustcard.redisTls.items" . }}
+{{- if contains "redis-tls/ca.crt" $items }}
+- name: REDIS_TLS_CA_FILE
+  value: /run/secrets/trustcard/redis-tls/ca.crt
+{{- end }}
+{{- if contains "redis-tls/tls.crt" $items }}
+- name: REDIS_TLS_CERT_FILE
+  value: /run/secrets/trustcard/redis-tls/tls.crt
+- name: REDIS_TLS_KEY_FILE
+  value: /run/secrets/trustcard/redis-tls/tls.key
+{{- end }}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.tls.enabled }}
+- name: REDIS_TLS_VERIFY
+  value: {{ .Values.externalRedis.tls.verify | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Database of the broker URL: the bundled Redis's (0), else the external Secret's URL when the chart
+can read it at install (lookup), else externalRedis.databaseIndex. KEDA's trigger counts this database. */}}
+{{- define "trustcard.redis.databaseIndex" -}}
+{{- if .Values.redis.enabled }}0
+{{- else }}
+{{- $db := toString .Values.externalRedis.databaseIndex }}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.externalRedis.existingSecret }}
+{{- with (get (default dict ($secret).data) .Values.externalRedis.urlKey) }}
+{{- $path := regexReplaceAll "^[a-z]+://[^/]*/?" (regexReplaceAll "[?#].*$" (b64dec .) "") "" }}
+{{- if regexMatch "^[0-9]+$" $path }}{{ $db = $path }}{{ end }}
+{{- end }}
+{{- $db }}
+{{- end }}
+{{- end }}
+
+{{/* redis-cli of the bundled Redis's probes, with TLS flags when it serves TLS. */}}
+{{- define "trustcard.redis.cli" -}}
+redis-cli -h 127.0.0.1
+{{- if .Values.redis.tls.enabled }} --tls --cacert /run/secrets/redis-tls/ca.crt
+{{- if .Values.redis.tls.authClients }} --cert /run/secrets/redis-tls/tls.crt --key /run/secrets/redis-tls/tls.key{{ end }}
+{{- end }}
 {{- end }}
