@@ -99,6 +99,9 @@ class Settings(BaseSettings):
             parts.port  # noqa: B018 - property raises on a malformed port
         except ValueError as exc:
             raise ValueError(f"has a malformed port ({exc})") from None
+        if "ssl_" in parts.query:
+            # One place for TLS options: a URL's ssl_cert_reqs would reach the backend only.
+            raise ValueError("TLS options belong in the REDIS_TLS_* settings, not in the URL")
         db = parts.path.lstrip("/")
         if db and not db.isdigit():
             raise ValueError(f"database must be a number, got {db!r}")

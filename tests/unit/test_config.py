@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from trustcard.config import ConfigError, Settings, load_settings, redact_url
+from trustcard.config import (
+    ConfigError,
+    Settings,
+    describe_validation_error,
+    load_settings,
+    redact_url,
+)
 
 
 def test_defaults_match_the_seed() -> None:
@@ -109,3 +116,9 @@ def test_password_goes_after_an_acl_user_name_in_the_url() -> None:
     settings = Settings(REDIS_URL="rediss://trust%40card@redis:6380/0", REDIS_PASSWORD="p@ss")
     assert settings.broker_url == "rediss://trust%40card:p%40ss@redis:6380/0"
     assert settings.result_backend_url == "rediss://trust%40card:p%40ss@redis:6380/1"
+
+
+def test_tls_options_in_the_url_are_refused_readably() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(REDIS_URL="rediss://redis:6380/0?ssl_cert_reqs=none")
+    assert "REDIS_TLS_* settings" in describe_validation_error(refused.value)
