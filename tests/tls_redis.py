@@ -64,8 +64,14 @@ def make_pki(
     """CA, a server certificate for `server_names` (and 127.0.0.1), and a client certificate."""
     ca, ca_key = make_ca(directory)
     alt = ",".join([*(f"DNS:{n}" for n in server_names), *(["IP:127.0.0.1"] if with_ip else [])])
+    # serverAuth and clientAuth, like cert-manager's defaults: a bundled Redis with mutual TLS
+    # has its probes present the server's own certificate.
     server_cert, server_key = _signed(
-        directory, "server", ca, ca_key, f"subjectAltName={alt}\nextendedKeyUsage=serverAuth\n"
+        directory,
+        "server",
+        ca,
+        ca_key,
+        f"subjectAltName={alt}\nextendedKeyUsage=serverAuth,clientAuth\n",
     )
     client_cert, client_key = _signed(
         directory, "client", ca, ca_key, "extendedKeyUsage=clientAuth\n"

@@ -232,3 +232,105 @@ def test_production_worker_with_the_wrong_ca_exits_2_in_one_line(
     lines = (result.stdout + result.stderr).strip().splitlines()
     assert len(lines) == 1, lines
     assert "failed verification" in lines[0]
+
+
+def test_bundled_redis_with_mutual_tls_as_rendered_serves_the_rendered_clients(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """The StatefulSet's own command serves TLS; its probes, api, worker, exporter use it."""
+    database_url = f"sqlite:///{tmp_path / 'trustcard.db'}"
+    tls = {"enabled": True, "existingSecret": "redis-tls", "authClients": True}
+    cluster = Cluster(tmp_path, database_url, {"redis": {"tls": tls}})
+    cluster.local_database = lambda rendered: database_url  # type: ignore[method-assign]
+    files = {"ca.crt": pki.ca, "tls.crt": pki.server_cert, "tls.key": pki.server_key}
+    cluster.objects.append(_secret("redis-tls", {k: v.read_text() for k, v in files.items()}))
+    # What the pod mounts: the password file and the TLS Secret.
+    mounted = tmp_path / "mounted"
+    (mounted / "redis-tls").mkdir(parents=True)
+    (mounted / "redis" / "password").parent.mkdir()
+    (mounted / "redis" / "password").write_text(cluster.password)
+    for name, path in files.items():
+        (mounted / "redis-tls" / name).write_text(path.read_text())
+    port = cluster.redis.port = free_port()
+
+    def local(command: str) -> str:
+        return (
+            command.replace("/run/secrets/", f"{mounted}/")
+            .replace("/tmp/auth.conf", str(tmp_path / "auth.conf"))
+            .replace("--dir /data", f"--dir {tmp_path}")
+            .replace("--tls-port 6379", f"--tls-port {port} --bind 127.0.0.1")
+            .replace("redis-cli -h 127.0.0.1", f"redis-cli -h 127.0.0.1 -p {port}")
+        )
+
+    redis_spec = container(one(cluster.objects, "StatefulSet", "-redis"), "redis")
+    server = subprocess.Popen(
+        ["sh", "-c", local(redis_spec["command"][2])],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            command = redis_spec[probe]["exec"]["command"]
+
+            def passes(command: list[str] = command) -> bool:
+                assert server.poll() is None, "the rendered redis-server exited"
+                run = subprocess.run(
+                    [*command[:2], local(command[2])], capture_output=True, timeout=10
+                )
+                return run.returncode == 0
+
+            wait_until(passes, 30, interval=0.2, what=f"the Redis {probe} over TLS")
+        upgrade_database(database_url)
+        api = cluster.start("-api", "api")
+        worker = cluster.start("-worker", "worker")
+        base = f"http://127.0.0.1:{cluster.api_port}"
+
+        def ready() -> bool:
+            assert api.alive(), api.log()[-3000:]
+            try:
+                return httpx.get(f"{base}/health/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 60, what="the API over mutual TLS")
+        wait_until(lambda: " ready." in worker.log() or not worker.alive(), 60, what="worker")
+        assert worker.alive(), worker.log()[-3000:]
+        key = (tmp_path / "secrets-api" / "API_KEYS").read_text().split(",")[0]
+        headers = {"X-API-Key": key}
+        sent = httpx.post(
+            f"{base}/tasks/test/add", params={"x": 2, "y": 2}, headers=headers, timeout=10
+        )
+        assert sent.status_code == 202, sent.text
+        task_id = sent.json()["task_id"]
+
+        def completed() -> dict[str, Any] | None:
+            body: dict[str, Any] = httpx.get(
+                f"{base}/tasks/{task_id}", headers=headers, timeout=5
+            ).json()
+            return body if body["status"] == "completed" else None
+
+        assert wait_until(completed, 60, what="test.add over mutual TLS")["result"] == 4
+        cluster.start("-exporter", "exporter")
+        metrics_url = f"http://127.0.0.1:{cluster.exporter_port}/metrics"
+
+        def exporter_reads_redis() -> bool:
+            try:
+                return value(scrape(metrics_url), "trustcard_queue_exporter_redis_up") == 1
+            except httpx.HTTPError:
+                return False
+
+        wait_until(exporter_reads_redis, 30, what="the exporter over mutual TLS")
+        # Without a client certificate the server refuses: mutual TLS is really on.
+        plain_env = cluster.env_for("-worker", "worker")
+        for setting in ("REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"):
+            plain_env.pop(setting)
+        refused = subprocess.run(
+            [TRUSTCARD, "worker"], env=plain_env, capture_output=True, text=True, timeout=60
+        )
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "requires a client certificate" in refused.stderr
+    finally:
+        cluster.stop()
+        server.terminate()
+        server.wait(timeout=10)
