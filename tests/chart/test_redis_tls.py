@@ -334,3 +334,18 @@ def test_bundled_redis_with_mutual_tls_as_rendered_serves_the_rendered_clients(
         cluster.stop()
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_keda_on_production_values_speaks_tls_to_the_managed_redis() -> None:
+    values = yaml.safe_load((ROOT / "k8s" / "values-production.yaml").read_text())
+    keda = yaml.safe_load((ROOT / "k8s" / "values-keda.yaml").read_text())
+    values["worker"] = keda["worker"]
+    objects = render_chart(values)
+    trigger = one(objects, "ScaledObject")["spec"]["triggers"][0]["metadata"]
+    assert trigger["address"] == "redis.internal:6380"
+    assert (trigger["enableTLS"], trigger["databaseIndex"]) == ("true", "0")
+    auth = one(objects, "TriggerAuthentication")["spec"]["secretTargetRef"]
+    assert {(a["parameter"], a["name"], a["key"]) for a in auth} == {
+        ("password", "trustcard-redis", "redis-password"),
+        ("ca", "trustcard-redis-tls", "ca.crt"),
+    }
