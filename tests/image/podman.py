@@ -188,7 +188,7 @@ def build_image(log_path: Path) -> tuple[str, float]:
         log_path.write_bytes(result.stdout + result.stderr)
         if result.returncode != 0:
             raise PodmanError(f"the build failed:\n{log_path.read_text()[-4000:]}")
-        image_id = iidfile.read_text().strip()
+        image_id = iidfile.read_text().strip().removeprefix("sha256:")
         if previous and previous != image_id:
             podman(["rmi", previous], check=False)  # a run of older sources: not kept
         return image_id, seconds

@@ -220,6 +220,8 @@ class RenderedCluster:
 
     def stop(self) -> None:
         for name in reversed(self.containers):
+            # Kept beside the test's other files: what to read when CI fails here.
+            (self.workdir / f"{name}.log").write_text(self.logs(name))
             podman(["rm", "--force", "--time=0", name], check=False)
         self.redis.stop()
 
