@@ -30,7 +30,8 @@ STAND_IN_LABEL = "org.trustcard.stand-in"
 STAND_IN_PACKAGES = "python3,python3-venv,python-is-python3,ca-certificates"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # crun fails on these machines' hybrid cgroups, and podman's default rlimits are refused.
-GLOBAL_FLAGS = ["--runtime", "/usr/sbin/runc", "--cgroup-manager=cgroupfs"]
+RUNC = shutil.which("runc") or "/usr/sbin/runc"
+GLOBAL_FLAGS = ["--runtime", RUNC, "--cgroup-manager=cgroupfs"]
 RUN_LIMITS = ["--ulimit", "nofile=1024:4096", "--ulimit", "nproc=4096:4096"]
 # One build at a time on the machine (a developer's run and CI's may overlap).
 LOCK_FILE = Path(tempfile.gettempdir()) / "trustcard-image-build.lock"
@@ -191,6 +192,9 @@ def build_image(log_path: Path) -> tuple[str, float]:
         image_id = iidfile.read_text().strip().removeprefix("sha256:")
         if previous and previous != image_id:
             podman(["rmi", previous], check=False)  # a run of older sources: not kept
+        # Build stages over older stand-ins (they carry its label) are no cache worth keeping.
+        stale = ["--filter", f"label={STAND_IN_LABEL}", "--filter", "until=24h"]
+        podman(["image", "prune", "--force", *stale], check=False)
         return image_id, seconds
 
 
