@@ -3,19 +3,33 @@
 
 ARG PYTHON_VERSION=3.11
 
-# --- build: a wheel of the project and its dependencies, in a throwaway virtualenv ---
+# --- build: the locked dependencies and a wheel of the project, in a throwaway stage ---
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-RUN python -m venv /opt/trustcard
-COPY pyproject.toml README.md ./
+# Tools of this stage only (pip, the build backend from its lock); the runtime virtualenv gets
+# no pip or setuptools of its own (--without-pip): pip is run against it from here.
+COPY requirements-build.lock ./
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --require-hashes --no-deps -r requirements-build.lock \
+    && python -m venv --without-pip /opt/trustcard
+# The dependencies, exactly as locked (versions and hashes): a layer reused until the lock changes.
+COPY requirements.lock ./
+RUN /opt/build/bin/pip --python /opt/trustcard/bin/python install --no-compile \
+    --require-hashes -r requirements.lock
+COPY pyproject.toml README.md LICENSE ./
 COPY service ./service
-RUN /opt/trustcard/bin/pip install --no-compile . \
+# The project itself, without dependencies (all locked above); `pip check` fails the build
+# when the lock no longer satisfies what pyproject.toml asks for.
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
+    && /opt/build/bin/pip --python /opt/trustcard/bin/python install --no-compile --no-deps \
+       --no-index /tmp/wheels/trustcard-*.whl \
+    && /opt/build/bin/pip --python /opt/trustcard/bin/python check \
     && /opt/trustcard/bin/python -m compileall -q /opt/trustcard/lib
 
-# --- runtime: no compilers, no pip cache, a fixed non-root user matching the chart ---
+# --- runtime: no compilers, no pip, a fixed non-root user matching the chart ---
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 LABEL org.opencontainers.image.title="trustcard" \
       org.opencontainers.image.description="TrustCard task service: FastAPI API and Celery workers on Redis" \

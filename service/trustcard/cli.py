@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,6 +24,25 @@ cli = typer.Typer(
 )
 cli.add_typer(db_cli, name="db")
 cli.add_typer(claims_cli, name="claims")
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        # The installed distribution's version: the one pyproject.toml gave the release.
+        typer.echo(f"trustcard {metadata.version('trustcard')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Options before the command (--version)."""
 
 
 def _settings_or_exit() -> Settings:

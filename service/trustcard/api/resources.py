@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from celery import Celery
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 from sqlalchemy.orm import Session, sessionmaker
 
 from trustcard.api.argument_repr import use_for_task_messages
