@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.chart.helm import by_kind, container, env_map, one, render_chart
+import pytest
+import yaml
+
+from tests.chart.helm import ROOT, by_kind, container, env_map, one, render_chart
 from tests.chart.variants import EXTERNAL_REDIS
 
 
@@ -268,6 +271,78 @@ class TestIngressAndNotes:
         backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
         assert backend == {"name": "release-trustcard-api", "port": {"name": "http"}}
         assert ingress["spec"]["tls"][0]["secretName"] == "tls"
+
+
+def routed(ingress: dict[str, Any], host: str, path: str) -> bool:
+    """Whether a request path reaches a backend, by the Ingress API's Exact/Prefix rules."""
+    for rule in ingress["spec"]["rules"]:
+        if rule["host"] != host:
+            continue
+        for entry in rule["http"]["paths"]:
+            if entry["pathType"] == "Exact" and path == entry["path"]:
+                return True
+            # Prefix matches whole path elements: /tasks matches /tasks and /tasks/x, not /tasksx.
+            prefix = entry["path"].rstrip("/")
+            if entry["pathType"] == "Prefix" and (
+                prefix == "" or path == prefix or path.startswith(prefix + "/")
+            ):
+                return True
+    return False
+
+
+PUBLIC_PATHS = [
+    "/tasks",
+    "/tasks/",
+    "/tasks/8f0c6f2e-4a57-4c55-9a53-1d3f0d2c7b11",
+    "/tasks/test/add",
+    "/analysis/posts",
+    "/analysis/posts/1f0c6f2e-4a57-4c55-9a53-1d3f0d2c7b11",
+    "/claims",
+    "/claims/7",
+    "/health",
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+]
+INTERNAL_PATHS = ["/metrics", "/metrics/", "/health/ready", "/health/live", "/", "/tasksx"]
+
+
+class TestIngressRoutesThePublicApiOnly:
+    @pytest.mark.parametrize(
+        "values",
+        [
+            {"api": {"ingress": {"enabled": True}}},
+            yaml.safe_load((ROOT / "k8s" / "values-kind.yaml").read_text()),
+            yaml.safe_load((ROOT / "k8s" / "values-minikube.yaml").read_text()),
+        ],
+        ids=["default", "kind", "minikube"],
+    )
+    def test_public_routes_in_metrics_and_probes_out(self, values: dict[str, Any]) -> None:
+        ingress = one(render_chart(values), "Ingress")
+        (host,) = (rule["host"] for rule in ingress["spec"]["rules"])
+        assert [p for p in PUBLIC_PATHS if not routed(ingress, host, p)] == []
+        assert [p for p in INTERNAL_PATHS if routed(ingress, host, p)] == []
+
+    def test_a_host_may_still_route_its_own_paths(self) -> None:
+        own = [{"path": "/api", "pathType": "Prefix"}]
+        values = {"api": {"ingress": {"enabled": True, "hosts": [{"host": "a", "paths": own}]}}}
+        ingress = one(render_chart(values), "Ingress")
+        assert routed(ingress, "a", "/api/tasks")
+        assert not routed(ingress, "a", "/tasks")
+
+    def test_every_public_route_of_the_app_is_routed(self) -> None:
+        """A route added to the API later without an Ingress path fails here."""
+        from trustcard.api.main import create_app
+
+        ingress = one(render_chart({"api": {"ingress": {"enabled": True}}}), "Ingress")
+        internal = {"/metrics", "/health/ready", "/health/live"}
+        paths = {
+            getattr(route, "path", "")
+            for route in create_app().routes
+            if getattr(route, "path", "") and getattr(route, "path", "") not in internal
+        }
+        unrouted = sorted(p for p in paths if not routed(ingress, "trustcard.local", p))
+        assert unrouted == []
 
 
 class TestHelmTest:

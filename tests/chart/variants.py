@@ -25,12 +25,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "ingress": {
                 "enabled": True,
                 "className": "nginx",
-                "hosts": [
-                    {
-                        "host": "trustcard.example.com",
-                        "paths": [{"path": "/", "pathType": "Prefix"}],
-                    }
-                ],
+                "hosts": [{"host": "trustcard.example.com"}],
                 "tls": [{"secretName": "trustcard-tls", "hosts": ["trustcard.example.com"]}],
             },
             "autoscaling": {"enabled": True},
