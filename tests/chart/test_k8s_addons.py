@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.chart.helm import CHART, ROOT, one, render_chart
+from tests.chart.helm import CHART, ROOT, find_tool, one, render_chart
 
 K8S = ROOT / "k8s"
 
@@ -109,3 +111,44 @@ def test_skaffold_refers_to_what_exists() -> None:
     assert forward["resourceName"] == service_name
     assert services[service_name]["spec"]["ports"][0]["port"] == forward["port"]
     assert artifact["image"] in release["setValueTemplates"]["image.repository"]
+
+
+def test_kind_e2e_script_passes_shellcheck_and_names_files_that_exist() -> None:
+    """scripts/kind-e2e cannot run here (no cluster, no internet): lint it and check its inputs."""
+    script = ROOT / "scripts" / "kind-e2e"
+    shellcheck = find_tool("shellcheck")
+    assert shellcheck, "shellcheck is not installed: run scripts/install-tools"
+    subprocess.run([shellcheck, "--severity=style", str(script)], check=True)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    for path in ["k8s/kind-cluster.yaml", "k8s/values-kind.yaml", "k8s/values-keda.yaml"]:
+        assert f"$ROOT/{path}" in text
+        assert (ROOT / path).is_file()
+    assert "$ROOT/charts/trustcard" in text
+
+
+def test_the_packaged_chart_renders_like_the_directory(tmp_path: Path) -> None:
+    """`helm package` (what a release pushes to an OCI registry) keeps every template and file."""
+    helm = find_tool("helm")
+    assert helm, "helm is not installed: run scripts/install-tools"
+    subprocess.run([helm, "package", str(CHART), "-d", str(tmp_path)], check=True, timeout=60)
+    (package,) = tmp_path.glob("trustcard-*.tgz")
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+    assert package.name == f"trustcard-{version}.tgz"
+
+    def kinds_and_names(chart: Path) -> list[tuple[str, str]]:
+        out = subprocess.run(
+            [helm, "template", "release", str(chart), "-n", "trustcard"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        objects = [obj for obj in yaml.safe_load_all(out) if obj]
+        return sorted((obj["kind"], obj["metadata"]["name"]) for obj in objects)
+
+    assert kinds_and_names(package) == kinds_and_names(CHART)
+    with tarfile.open(package) as archive:
+        names = archive.getnames()
+    assert "trustcard/files/dashboards/trustcard.json" in names
+    assert "trustcard/values.schema.json" in names
