@@ -35,6 +35,8 @@ def _walk(values: Any, schema: dict[str, Any], path: str) -> list[str]:
                 "containerSecurityContext",
                 "containerSecurityContext.capabilities",
                 "podSecurityContext.seccompProfile",
+                # Parent charts pass their own globals: the subchart must accept any of them.
+                "global",
             }
             and not path.endswith((".requests", ".limits"))
         ):

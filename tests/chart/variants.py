@@ -113,4 +113,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "redis": {"persistence": {"enabled": False}},
         "config": {"enableTestEndpoints": True},
     },
+    # Argo CD / umbrella: every secret from an existingSecret, a mirror registry, a digest, labels.
+    "gitops-platform": {
+        "global": {"imageRegistry": "registry.corp.example", "imagePullSecrets": ["corp-pull"]},
+        "commonLabels": {"team": "trust"},
+        "secrets": {"generate": False},
+        "image": {"digest": "sha256:" + "0123456789abcdef" * 4},
+        "redis": {"auth": {"existingSecret": "trustcard-redis"}},
+        "api": {"auth": {"existingSecret": "trustcard-api-keys"}, "priorityClassName": "high"},
+        "worker": {"priorityClassName": "high"},
+        "database": {"bundled": {"existingSecret": "trustcard-postgresql"}},
+        "monitoring": {
+            "labels": {"release": "kube-prometheus-stack"},
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+        },
+    },
 }

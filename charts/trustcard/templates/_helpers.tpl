@@ -25,6 +25,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: trustcard
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Selector labels of one component: include with (dict "root" $ "component" "api"). */}}
@@ -36,7 +39,34 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* The image of api, worker and test pods; the tag defaults to appVersion. */}}
 {{- define "trustcard.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $image := merge (dict "tag" (default .Chart.AppVersion .Values.image.tag)) .Values.image }}
+{{- include "trustcard.imageRef" (dict "root" . "image" $image) }}
+{{- end }}
+
+{{/* One image reference: [registry/]repository, then @digest (wins over the tag) or :tag.
+The registry is the image's own, else global.imageRegistry (a parent chart's mirror). */}}
+{{- define "trustcard.imageRef" -}}
+{{- $global := .root.Values.global | default dict }}
+{{- $registry := .image.registry | default (dig "imageRegistry" "" $global) | trimSuffix "/" }}
+{{- $repository := ternary (printf "%s/%s" $registry .image.repository) .image.repository (ne $registry "") }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (toString .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* imagePullSecrets of every pod: the chart's and global.imagePullSecrets (names or {name: ...}). */}}
+{{- define "trustcard.imagePullSecrets" -}}
+{{- $global := .Values.global | default dict }}
+{{- $secrets := list }}
+{{- range concat (.Values.imagePullSecrets | default list) (dig "imagePullSecrets" list $global) }}
+{{- $secrets = append $secrets (ternary (dict "name" .) . (kindIs "string" .)) }}
+{{- end }}
+{{- with $secrets | uniq }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}
 
 {{/* ServiceAccount name of a component: (dict "root" $ "component" "api" "sa" .Values.api.serviceAccount). */}}
@@ -60,6 +90,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Refuse contradictory values early, with a sentence a person can act on. */}}
 {{- define "trustcard.validate" -}}
+{{- include "trustcard.validateSecrets" . }}
 {{- if le (int .Values.worker.terminationGracePeriodSeconds) (int .Values.config.taskTimeLimit) }}
 {{- fail (printf "worker.terminationGracePeriodSeconds (%d) must exceed config.taskTimeLimit (%d), or scale-down kills running tasks" (int .Values.worker.terminationGracePeriodSeconds) (int .Values.config.taskTimeLimit)) }}
 {{- end }}
@@ -231,7 +262,7 @@ runbook_url: {{ printf "%s#%s" . (lower $.name) | quote }}
 {{/* The Secret the DATABASE_URL file comes from: the generated one (bundled) or the user's (external). */}}
 {{- define "trustcard.database.urlSecretName" -}}
 {{- if .Values.database.bundled.enabled }}
-{{- printf "%s-database" (include "trustcard.fullname" .) }}
+{{- .Values.database.bundled.existingSecret | default (printf "%s-database" (include "trustcard.fullname" .)) }}
 {{- else }}
 {{- .Values.database.external.existingSecret }}
 {{- end }}
@@ -353,5 +384,36 @@ can read it at install (lookup), else externalRedis.databaseIndex. KEDA's trigge
 redis-cli -h 127.0.0.1
 {{- if .Values.redis.tls.enabled }} --tls --cacert /run/secrets/redis-tls/ca.crt
 {{- if .Values.redis.tls.authClients }} --cert /run/secrets/redis-tls/tls.crt --key /run/secrets/redis-tls/tls.key{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* Extra labels of a monitoring object: monitoring.labels (e.g. kube-prometheus-stack's `release`),
+then the object's own labels, which win on a clash. */}}
+{{- define "trustcard.monitoringLabels" -}}
+{{- with merge (deepCopy (.own | default dict)) (.root.Values.monitoring.labels | default dict) }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Generated secrets change on every render where `lookup` sees no cluster (helm template, Argo CD):
+refuse them when secrets.generate is false, or when Argo CD's API is among the rendering
+capabilities and no cluster answers (every sync would rotate them). */}}
+{{- define "trustcard.validateSecrets" -}}
+{{- $missing := list }}
+{{- if and .Values.redis.enabled (not .Values.redis.auth.existingSecret) }}
+{{- $missing = append $missing "redis.auth.existingSecret" }}
+{{- end }}
+{{- if and .Values.api.auth.enabled (not .Values.api.auth.existingSecret) }}
+{{- $missing = append $missing "api.auth.existingSecret" }}
+{{- end }}
+{{- if and .Values.database.bundled.enabled (not .Values.database.bundled.existingSecret) }}
+{{- $missing = append $missing "database.bundled.existingSecret" }}
+{{- end }}
+{{- $offline := not (lookup "v1" "Secret" .Release.Namespace "") }}
+{{- $argo := and $offline (.Capabilities.APIVersions.Has "argoproj.io/v1alpha1") }}
+{{- if and $missing (not .Values.secrets.generate) }}
+{{- fail (printf "secrets.generate=false: set %s (Secrets you manage), or generated secrets would change on every render" (join ", " $missing)) }}
+{{- else if and $missing $argo }}
+{{- fail (printf "rendered for Argo CD without a cluster to look up: set %s and secrets.generate=false, or every sync would rotate the generated secrets" (join ", " $missing)) }}
 {{- end }}
 {{- end }}
