@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -123,6 +124,18 @@ CELLS = [
 ]
 
 
+def settle(client: httpx.Client, ids: list[str], worker: Worker) -> dict[str, dict[str, Any]]:
+    """Wait for every id to finish; fail at once if the worker has exited meanwhile."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        assert worker.proc.alive(), "the worker exited:\n" + worker.log()[-4000:]
+        try:
+            return wait_all(client, ids, FINISHED, timeout=2, what="tasks")
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
 @pytest.fixture
 def outage_stack(tmp_path: Path) -> Iterator[ServiceStack]:
     with worker_less_stack(tmp_path, SHORT_LIMITS) as stack:
@@ -196,7 +209,7 @@ def test_no_worker_exits_and_nothing_accepted_is_lost(
             probes = [submit(client, "/tasks/test/add", x=i, y=100) for i in range(PROBES)]
             data_lost = outage == "kill+restart without AOF"
             watched = probes if data_lost else in_flight.ids + probes
-            bodies = wait_all(client, watched, FINISHED, timeout=SETTLE_TIMEOUT, what="tasks")
+            bodies = settle(client, watched, worker)
             recovery = time.monotonic() - ended_at
             final = {i: client.get(f"/tasks/{i}") for i in in_flight.ids}
 
