@@ -16,51 +16,89 @@ pool slot is free (`Unrecoverable error: AttributeError("'NoneType' object has n
    `self.connection.client.hostname` (redis.py:1959) -> AttributeError, which is not a
    connection error, so it ends the worker.
 
-Here collect() forgets a default channel it could not close, without I/O: the message stays
-in Redis's `unacked` hash (it is not lost) and comes back as for any lost connection.
+Here the transport keeps its client when the connection detaches it: a channel left
+half-closed can still build a pool, so finishing its close (restoring the running task's
+message) fails with ConnectionError while Redis is down, which Celery handles, and succeeds
+once it is back; an ack of a task that kept running goes out on a fresh connection too.
+
+With `worker_cancel_long_running_tasks_on_connection_loss` off, the tasks running at the loss
+keep running, and closing the lost channel must not requeue their messages (they would run a
+second time, in parallel): those stay in Redis's `unacked` hash until the task acks them on a
+fresh connection. Messages not started yet are requeued at once, as kombu does.
+docs/reliability.md ("A Redis blip and running tasks") has the measurements behind the choice.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 
 from celery.app.amqp import AMQP
+from celery.worker import state
 from kombu.connection import Connection
 
-log = logging.getLogger(__name__)
 
-
-def forget_channel(channel: Any) -> None:
-    """Mark a half-closed channel closed without talking to the broker.
-
-    Cancels its QoS's exit-time restore too (it would meet the same detached transport);
-    its sockets are closed locally.
-    """
-    qos = channel.__dict__.get("_qos")
-    if qos is not None:
-        qos._on_collect.cancel()
-    channel.closed = True
-    with contextlib.suppress(Exception):
-        channel._disconnect_pools()
+def running_delivery_tags() -> set[str]:
+    """Delivery tags of the tasks this worker runs now that are still to be acked."""
+    return {
+        request.message.delivery_tag
+        for request in tuple(state.active_requests)
+        if request.task.acks_late and not request.acknowledged
+    }
 
 
 class BrokerConnection(Connection):
-    """kombu's Connection whose collect() leaves nothing a later close() could trip on."""
+    """kombu's Connection whose transport stays usable by channels it leaves half-closed."""
+
+    # Set per app by BrokerAMQP: tasks keep running across a lost connection.
+    keep_running_tasks = False
 
     def collect(self, socket_timeout: float | None = None) -> None:
-        channel = self._default_channel
-        super().collect(socket_timeout)  # type: ignore[no-untyped-call]
-        # The transport is detached now (client None): closing this channel again would
-        # rebuild a pool from it. Whatever it did not close stays so.
-        self._default_channel = None
-        if channel is not None and not channel.closed:
-            log.info("broker channel left half-closed by the lost connection: dropped")
-            forget_channel(channel)
+        with self._running_tasks_kept():
+            super().collect(socket_timeout)  # type: ignore[no-untyped-call]
+
+    def _close(self) -> None:
+        with self._running_tasks_kept():
+            super()._close()  # type: ignore[no-untyped-call]
+
+    @contextmanager
+    def _running_tasks_kept(self) -> Iterator[None]:
+        """Hide running tasks' messages from the channel's restore-on-close, then put back.
+
+        Put back, so the task's ack (or a requeue if its pool process dies) still finds them.
+        """
+        channel: Any = self._default_channel
+        qos = channel.__dict__.get("_qos") if channel is not None else None
+        delivered = getattr(qos, "_delivered", None)
+        if not self.keep_running_tasks or not delivered:
+            yield
+            return
+        held = {tag: delivered.pop(tag) for tag in running_delivery_tags() if tag in delivered}
+        transport = channel.connection
+        try:
+            yield
+        finally:
+            for tag, message in held.items():
+                delivered.setdefault(tag, message)
+            if held and channel.connection is None:
+                # Closing dropped the channel's transport; its acks need it for a new pool.
+                channel.connection = transport
+
+    def _do_close_transport(self) -> None:
+        transport = self._transport
+        super()._do_close_transport()  # type: ignore[no-untyped-call]
+        if transport is not None:
+            # kombu drops this back-reference to break a cycle (the GC handles cycles); its
+            # channels read the server's address from it when they need a new pool.
+            transport.client = self
 
 
 class BrokerAMQP(AMQP):  # type: ignore[misc]
     """Celery's AMQP helper with our Connection class (the worker's and the publishers')."""
 
-    Connection = BrokerConnection
+    @cached_property
+    def Connection(self) -> type[BrokerConnection]:
+        keep = not self.app.conf.worker_cancel_long_running_tasks_on_connection_loss
+        return type("BrokerConnection", (BrokerConnection,), {"keep_running_tasks": keep})

@@ -77,15 +77,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "redis_socket_keepalive": True,
         "redis_backend_health_check_interval": HEALTH_CHECK_SECONDS,
         # -- end outages
-        # After a broker reconnect, stop tasks that Redis will redeliver (no parallel duplicates).
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Outages: running tasks keep running across a broker reconnect and ack on the new
+        # connection; broker_connection.py keeps their messages from being requeued meanwhile
+        # (cancelling made them wait for the visibility timeout: docs/reliability.md).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         # Keep retrying the broker at start-up (Redis may start after us on Kubernetes).
         "broker_connection_retry_on_startup": True,
         # Never give up reconnecting: the liveness probe, not Celery, decides to restart.
         "broker_connection_max_retries": None,
         # A Redis blip while storing a result retries instead of failing a finished task.
         "result_backend_always_retry": True,
-        "result_backend_max_retries": 10,
+        # Outages: a task that ran through a reconnect waits for Redis to store its result
+        # (backoff capped at 10 s; about a minute in all) rather than run again later.
+        "result_backend_max_retries": 20,
         # Results (and our issued-id records) disappear together after this.
         "result_expires": settings.RESULT_EXPIRES,
         # JSON only: plain clients in other languages can send tasks; no pickle from the wire.

@@ -3,8 +3,9 @@
 States: idle; one task running with a free pool slot; both slots busy with tasks queued;
 draining a burst; tasks finishing (storing their result and acking) during the outage.
 Outages: Redis SIGKILLed and restarted with its append-only file, SIGKILLed and restarted
-without it (data gone), frozen by SIGSTOP, and black-holed by a proxy between the worker and
-Redis (tests/blackhole_proxy.py). Each case prints sent / completed / lost / duplicated /
+without it (data gone), every client connection reset while Redis stays up (CLIENT KILL),
+frozen by SIGSTOP, and black-holed by a proxy between the worker and Redis
+(tests/blackhole_proxy.py). Each case prints sent / completed / lost / duplicated /
 seconds to recover, and submits fresh tasks after the outage that must complete.
 
 Not every state x outage cell runs (the file must stay within ~4 minutes on 2 cores): each
@@ -29,12 +30,15 @@ import pytest
 from tests.blackhole_proxy import BlackholeProxy
 from tests.faults import (
     FINISHED,
-    SHORT_LIMITS,
     Worker,
+    broker,
+    deliveries,
     figures,
+    lines_about,
     start_worker,
     stop_quietly,
     successes,
+    unacked_count,
     wait_all,
     worker_less_stack,
 )
@@ -46,7 +50,14 @@ DOWN_SECONDS = 3.0
 FREEZE_SECONDS = 10.0
 BLACKHOLE_SECONDS = 10.0
 PROBES = 3
-# A task cancelled by the connection loss comes back after the visibility timeout (8 s here).
+# Limits above the outages: a result write blocked by a 10 s freeze must not meet the soft
+# limit, and a message delivered before a freeze must not become visible again during it. A
+# delivery lost with the connection still comes back within SETTLE_TIMEOUT (30 s + 10 s).
+MATRIX_LIMITS = {
+    "BROKER_VISIBILITY_TIMEOUT": "30",
+    "TASK_TIME_LIMIT": "25",
+    "TASK_SOFT_TIME_LIMIT": "20",
+}
 SETTLE_TIMEOUT = 60.0
 
 
@@ -117,6 +128,7 @@ CELLS = [
     ("draining a burst", "kill+AOF restart"),
     ("storing result and acking", "kill+AOF restart"),
     ("one running, free slot", "kill+restart without AOF"),
+    ("one running, free slot", "connection reset (CLIENT KILL)"),
     ("one running, free slot", "freeze (SIGSTOP)"),
     ("storing result and acking", "freeze (SIGSTOP)"),
     ("one running, free slot", "black hole (proxy)"),
@@ -138,7 +150,7 @@ def settle(client: httpx.Client, ids: list[str], worker: Worker) -> dict[str, di
 
 @pytest.fixture
 def outage_stack(tmp_path: Path) -> Iterator[ServiceStack]:
-    with worker_less_stack(tmp_path, SHORT_LIMITS) as stack:
+    with worker_less_stack(tmp_path, MATRIX_LIMITS) as stack:
         yield stack
 
 
@@ -167,6 +179,10 @@ def run_outage(stack: ServiceStack, outage: str, proxy: BlackholeProxy | None) -
         time.sleep(DOWN_SECONDS)
         stack.redis.appendonly = False
         stack.redis.start()
+    elif outage == "connection reset (CLIENT KILL)":
+        # Redis stays up and drops every client connection: a proxy restart, an idle timeout.
+        with broker(stack) as client:
+            client.client_kill_filter(_type="normal", skipme=True)
     elif outage == "freeze (SIGSTOP)":
         stack.redis.process.send_signal(signal.SIGSTOP)
         try:
@@ -215,6 +231,7 @@ def test_no_worker_exits_and_nothing_accepted_is_lost(
 
         log = worker.log()
         effects = successes([log], "test.add") + successes([log], "test.sleep")
+        received = deliveries([log], "test.sleep")
         completed = [
             i
             for i in in_flight.ids
@@ -227,6 +244,7 @@ def test_no_worker_exits_and_nothing_accepted_is_lost(
             sent=len(in_flight.ids),
             completed=len(completed),
             lost=len(lost),
+            ran=sum(1 for i in in_flight.ids if effects[i] >= 1),
             duplicated=len(duplicated),
             outage_seconds=outage_seconds,
             recovery_seconds=recovery,
@@ -244,6 +262,12 @@ def test_no_worker_exits_and_nothing_accepted_is_lost(
         assert lost == [], {i: final[i].json() for i in lost}
         # Only a task running at the outage may run twice (at-least-once delivery).
         assert set(duplicated) <= set(in_flight.running), duplicated
+        if state == "one running, free slot":
+            # It kept running through the reconnect and was acked on the new connection: not
+            # stopped, not delivered again, no visibility-timeout wait (issue 14, point 6).
+            assert [received[i] for i in in_flight.running] == [1], lines_about(log, in_flight.ids)
+            assert [effects[i] for i in in_flight.running] == [1]
+            assert unacked_count(stack) == 0
     finally:
         stop_quietly(worker)
         if proxy is not None:
