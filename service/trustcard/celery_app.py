@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from celery import Celery
@@ -16,6 +17,12 @@ TASK_MODULES = ["trustcard.tasks.test_tasks", "trustcard.tasks.analysis_tasks"]
 # Our backend subclass (see celery_backend.py), selected by Celery's `<class>+<url>` form.
 BACKEND_CLASS = "trustcard.celery_backend:TrustcardRedisBackend"
 CHECKED_TASK_CLASS = "trustcard.tasks.message_checks:CheckedTask"
+# Outages: a broker connection that survives a lost Redis with a task running (see module).
+AMQP_CLASS = "trustcard.broker_connection:BrokerAMQP"
+# A connection idle this long is PINGed before use; keepalive declares a silent peer dead
+# after 10 + 3 x 5 = 25 s (docs/reliability.md, "Outages").
+HEALTH_CHECK_SECONDS = 10
+KEEPALIVE_OPTIONS = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -58,17 +65,32 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # crash, redelivery takes visibility_timeout + at most 10 s (one cheap ZRANGE).
             "unacked_restore_throttle": 1,
             **socket_options,
+            # Outages: dead sockets found by TCP keepalive, idle ones PINGed before reuse.
+            "socket_keepalive": True,
+            "socket_keepalive_options": KEEPALIVE_OPTIONS,
+            "health_check_interval": HEALTH_CHECK_SECONDS,
         },
         "result_backend_transport_options": {**socket_options},
-        # After a broker reconnect, stop tasks that Redis will redeliver (no parallel duplicates).
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # -- Outages (docs/upstream-redis-outages.md): Celery 5.7's Redis backend ignores the
+        # transport options above; it reads these. Keepalive + PING bound a dead connection.
+        "redis_socket_timeout": socket_options["socket_timeout"],
+        "redis_socket_connect_timeout": socket_options["socket_connect_timeout"],
+        "redis_socket_keepalive": True,
+        "redis_backend_health_check_interval": HEALTH_CHECK_SECONDS,
+        # -- end outages
+        # Outages: running tasks keep running across a broker reconnect and ack on the new
+        # connection; broker_connection.py keeps their messages from being requeued meanwhile
+        # (cancelling made them wait for the visibility timeout: docs/reliability.md).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         # Keep retrying the broker at start-up (Redis may start after us on Kubernetes).
         "broker_connection_retry_on_startup": True,
         # Never give up reconnecting: the liveness probe, not Celery, decides to restart.
         "broker_connection_max_retries": None,
         # A Redis blip while storing a result retries instead of failing a finished task.
         "result_backend_always_retry": True,
-        "result_backend_max_retries": 10,
+        # Outages: a task that ran through a reconnect waits for Redis to store its result
+        # (backoff capped at 10 s; about a minute in all) rather than run again later.
+        "result_backend_max_retries": 20,
         # Results (and our issued-id records) disappear together after this.
         "result_expires": settings.RESULT_EXPIRES,
         # JSON only: plain clients in other languages can send tasks; no pickle from the wire.
@@ -93,6 +115,7 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
     # Every task checks the shape of its messages before Celery unpacks them (message_checks).
     app = Celery(APP_NAME, include=TASK_MODULES, task_cls=CHECKED_TASK_CLASS)
     app.conf.update(celery_config(settings or get_settings()))
+    app.amqp_cls = AMQP_CLASS
     # Liveness heartbeat for Kubernetes (a no-op unless WORKER_HEARTBEAT_FILE is set).
     app.steps["consumer"].add(HeartbeatStep)
     # The worker's /metrics, served by the main process.

@@ -24,7 +24,7 @@ def test_reliability_settings() -> None:
     assert conf.task_acks_late is True
     assert conf.task_reject_on_worker_lost is True
     assert conf.task_track_started is True
-    assert conf.worker_cancel_long_running_tasks_on_connection_loss is True
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss is False
     assert conf.broker_connection_retry_on_startup is True
     assert conf.broker_transport_options["visibility_timeout"] == 900
     assert conf.accept_content == ["json"]

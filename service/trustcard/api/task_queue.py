@@ -55,15 +55,29 @@ async def _guarded(
         ) from None
     except UNREACHABLE as exc:
         raise DependencyUnavailable(
-            dependency, f"{redact_url(url)}: {type(exc).__name__}: {exc}"
+            dependency,
+            f"{redact_url(url)}: {type(exc).__name__}: {exc}",
+            maybe_sent=not failed_to_connect(exc),
         ) from None
     except Exception as exc:
         # kombu wraps transport errors in its own types (OperationalError and friends).
         if type(exc).__module__.startswith(("kombu", "celery", "redis")):
             raise DependencyUnavailable(
-                dependency, f"{redact_url(url)}: {type(exc).__name__}: {exc}"
+                dependency,
+                f"{redact_url(url)}: {type(exc).__name__}: {exc}",
+                maybe_sent=not failed_to_connect(exc),
             ) from None
         raise
+
+
+def failed_to_connect(exc: BaseException) -> bool:
+    """True when no connection was made, so no command of this call reached Redis.
+
+    redis-py words every connect failure so ("Error 111 connecting to host:port.",
+    "Timeout connecting to server"); a failure after connecting (a reset, a lost reply)
+    may come after Redis ran the command.
+    """
+    return isinstance(exc, ConnectionRefusedError) or "connecting to" in str(exc)
 
 
 async def submit(
@@ -102,6 +116,9 @@ async def submit(
         )
     except DependencyUnavailable as exc:
         record_submission_error(exc.dependency, exc.timed_out)
+        # No message was sent: not queued, whatever became of the record.
+        if exc.maybe_sent:
+            await _forget_quietly(res, record.task_id)
         raise
 
     def publish() -> Awaitable[None]:
@@ -115,12 +132,23 @@ async def submit(
         await _guarded("broker", settings.broker_url, settings.REDIS_TIMEOUT_SECONDS, publish)
     except DependencyUnavailable as exc:
         record_submission_error(exc.dependency, exc.timed_out)
-        if not exc.timed_out:
-            # The publish definitely failed: the id must not look issued.
+        if not _unknown_or_not_queued(exc, record.task_id):
+            # The publish never reached Redis: the id must not look issued.
             await _forget_quietly(res, record.task_id)
         raise
     observe_publish(name, time.perf_counter() - started)
     return record
+
+
+def _unknown_or_not_queued(exc: DependencyUnavailable, task_id: str) -> bool:
+    """True (and the 503 names the id, outcome unknown) when the message may be queued.
+
+    The record is kept then: with the script, record and message are written together, so
+    GET /tasks/{id} answers 404 exactly when the message was never queued.
+    """
+    if exc.maybe_sent:
+        exc.task_id = task_id
+    return exc.maybe_sent
 
 
 async def _record_and_publish(
@@ -144,9 +172,7 @@ async def _record_and_publish(
         return False
     except DependencyUnavailable as exc:
         record_submission_error(exc.dependency, exc.timed_out)
-        if not exc.timed_out:
-            # Not written, or the record without the message: the id must not look issued.
-            await _forget_quietly(res, record.task_id)
+        _unknown_or_not_queued(exc, record.task_id)
         raise
     observe_publish(record.name, time.perf_counter() - started)
     return True

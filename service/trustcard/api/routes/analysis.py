@@ -87,7 +87,8 @@ async def submit_analysis(
     try:
         await task_queue.submit(res, TASK_NAME, args=[analysis_id], task_id=task_id)
     except DependencyUnavailable as exc:
-        await _fail_unqueued(res, analysis_id, exc)
+        if exc.task_id is None:  # else it may have been queued: its task may still run it
+            await _fail_unqueued(res, analysis_id, exc)
         raise
     return _submitted(
         root, analysis, message=f"Analysis of post {shortcode} submitted to queue analysis"
