@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Celery
 
+from trustcard.broker_transport import TRANSPORT as BROKER_TRANSPORT
 from trustcard.config import Settings, get_settings
 from trustcard.names import APP_NAME, QUEUE
 from trustcard.observability.worker_server import MetricsServerStep
@@ -27,6 +28,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     return {
         "broker_url": settings.broker_url,
+        # kombu's Redis transport, tolerating a full Redis at start-up (see broker_transport).
+        "broker_transport": BROKER_TRANSPORT,
         "result_backend": f"{BACKEND_CLASS}+{settings.result_backend_url}",
         # Seed contract: every task family runs on the one `analysis` queue.
         "task_routes": {"analysis.*": {"queue": QUEUE}, "test.*": {"queue": QUEUE}},
