@@ -7,6 +7,8 @@ CrashLoopBackOff that never drains the queue):
 - kombu/transport/redis.py:749 `on_poll_init` -> :532 `QoS.restore_visible` takes its lock
   with SET NX PX (`Mutex`, :285) when the consumer connects;
 - `_queue_bind` (:1732) SADDs the binding of every queue it consumes (the pidbox's too);
+- `QoS.append` (:486) stores the unacked copy of a message just popped (BRPOP) in a MULTI
+  pipeline: refused, the message was lost and the worker exited; acks (:499) likewise;
 - every queue declare reads the queue's size (virtual/base.py:548 -> redis.py:1656 `_size`)
   in a MULTI pipeline, and Redis refuses any command queued in a MULTI while it is full;
 - Celery's mingle step (celery/worker/consumer/mingle.py) broadcasts `hello` through a reply
@@ -25,12 +27,36 @@ import logging
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from redis.exceptions import OutOfMemoryError
 
 log = logging.getLogger(__name__)
 
 
 class OutOfMemoryTolerantQoS(kombu_redis.QoS):
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """Keep the unacked copy; when Redis is full, run the task without it (logged).
+
+        The message is already popped off the queue (BRPOP): raising here lost it and ended
+        the worker. Without the copy only a crash while it runs loses it; each pop frees
+        memory, so the copies are kept again after the first few pops.
+        """
+        try:
+            super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+        except OutOfMemoryError:
+            log.warning(
+                "Redis is full (maxmemory): message %s runs without its unacked copy", delivery_tag
+            )
+            virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        """kombu's, outside MULTI when it runs on its own: ZREM and HDEL free memory, and
+        Redis accepts them when full, but not queued in a MULTI (the ack then failed)."""
+        if pipe is None:
+            with self.channel.conn_or_acquire() as client:
+                pipe = client.pipeline(transaction=False)
+        return pipe.zrem(self.unacked_index_key, delivery_tag).hdel(self.unacked_key, delivery_tag)
+
     def restore_visible(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().restore_visible(*args, **kwargs)  # type: ignore[no-untyped-call]

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # per client (key or address); above the first a wait answers at once, above the second 429.
     LONG_POLL_MAX: Annotated[int, Field(ge=1, le=10_000)] = 100
     LONG_POLL_PER_CLIENT: Annotated[int, Field(ge=1, le=10_000)] = 20
+    # Submissions stop (503, broker full) above this share of the broker's maxmemory, keeping
+    # room for workers to drain it (see api/broker_memory.py); 1 waits for Redis's own refusal.
+    REDIS_MEMORY_HIGH_WATERMARK: Annotated[float, Field(gt=0, le=1)] = 0.9
 
     @field_validator("REDIS_URL", "RESULT_BACKEND_URL")
     @classmethod

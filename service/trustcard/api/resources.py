@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from trustcard.api.argument_repr import use_for_task_messages
+from trustcard.api.broker_memory import BrokerMemory
 from trustcard.api.broker_publish import LoopPublisher
 from trustcard.api.long_poll_slots import LongPollSlots
 from trustcard.api.record_and_publish import RecordAndPublish
@@ -49,6 +50,8 @@ class ApiResources:
 
     # Concurrent long-polls per client and in all (see long_poll_slots).
     long_poll_slots: LongPollSlots = field(init=False)
+    # Submissions stop before the broker is full (see broker_memory).
+    broker_memory: BrokerMemory = field(init=False)
 
     # Record and message in one script, when broker and backend share a server (else None).
     record_and_publish: RecordAndPublish | None = field(init=False)
@@ -60,6 +63,7 @@ class ApiResources:
         self.long_poll_slots = LongPollSlots(
             self.settings.LONG_POLL_MAX, self.settings.LONG_POLL_PER_CLIENT
         )
+        self.broker_memory = BrokerMemory(self.settings.REDIS_MEMORY_HIGH_WATERMARK)
 
     async def aclose(self) -> None:
         await self.subscribers.aclose()

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from trustcard import __version__
+from trustcard.api.broker_memory import BrokerMemory
 from trustcard.api.database import run_db
 from trustcard.api.deps import ResourcesDep
 from trustcard.api.errors import DependencyUnavailable
@@ -39,7 +40,11 @@ _eviction_logged: dict[str, str | None] = {}
 
 
 async def _check_redis(
-    client: Redis, url: str, dependency: str, settings: Settings
+    client: Redis,
+    url: str,
+    dependency: str,
+    settings: Settings,
+    memory: BrokerMemory | None = None,
 ) -> DependencyHealth:
     """Writable (a SET with TTL), answering in time, and not allowed to evict our keys."""
     limit_seconds = settings.REDIS_TIMEOUT_SECONDS
@@ -54,6 +59,8 @@ async def _check_redis(
                 write_error = f"full: Redis refuses writes at maxmemory ({exc})"
             latency = round((time.perf_counter() - started) * 1000, 2)
             eviction = await read_policy_async(client)
+            # Submissions stop above the high watermark: the broker counts as full then.
+            nearly_full = await memory.full(client) if memory and not write_error else None
     except TimeoutError:
         late = f"no answer within {limit_seconds:g} s"
         return DependencyHealth(ok=False, url=redacted, error=late)
@@ -62,7 +69,8 @@ async def _check_redis(
     problem = eviction.problem(dependency, url)
     enforced = problem is not None and settings.REDIS_EVICTION_POLICY_CHECK == "enforce"
     _report_eviction(dependency, eviction.policy, problem, enforced)
-    error = "; ".join(e for e in (write_error, problem if enforced else None) if e) or None
+    errors = (write_error, nearly_full, problem if enforced else None)
+    error = "; ".join(e for e in errors if e) or None
     return DependencyHealth(
         ok=error is None,
         url=redacted,
@@ -125,7 +133,7 @@ async def _ping_database(res: ApiResources) -> DependencyHealth:
 async def _health(res: ResourcesDep) -> JSONResponse:
     settings = res.settings
     broker, backend, database = await asyncio.gather(
-        _check_redis(res.broker, settings.broker_url, "broker", settings),
+        _check_redis(res.broker, settings.broker_url, "broker", settings, res.broker_memory),
         _check_redis(res.backend, settings.result_backend_url, "result backend", settings),
         _ping_database(res),
     )
@@ -142,7 +150,7 @@ async def report_eviction_policies(res: ApiResources) -> None:
     """At start-up: the eviction-policy line in the log and metric, before any probe comes."""
     settings = res.settings
     await asyncio.gather(
-        _check_redis(res.broker, settings.broker_url, "broker", settings),
+        _check_redis(res.broker, settings.broker_url, "broker", settings, res.broker_memory),
         _check_redis(res.backend, settings.result_backend_url, "result backend", settings),
     )
 
