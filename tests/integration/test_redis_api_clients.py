@@ -1,8 +1,9 @@
 """The API's Redis clients (issue 14.5): stale pooled connections, long-polls, write probes.
 
 Real redis-server and `trustcard api` processes. Before the fix every case failed: the sync
-`redis.retry.Retry` given to the asyncio clients never retried (503 on each stale
-connection), long-polls shared the pool of submissions and probes, and /health only PINGed.
+`redis.retry.Retry` given to the asyncio clients never retried (with redis-py 8.1: 503 on each
+stale connection; 8.2 converts it with a UserWarning), long-polls shared the pool of
+submissions and probes, and /health only PINGed.
 """
 
 from __future__ import annotations
@@ -86,6 +87,43 @@ def test_submissions_survive_redis_closing_idle_connections(tmp_path: Path) -> N
         admin.close()
         assert statuses == {202: 10}, statuses
         assert ready.status_code == 200, ready.text
+
+
+def test_a_connection_closed_mid_command_is_retried_on_a_new_one(tmp_path: Path) -> None:
+    """Redis drops the connections of commands in flight (as on a restart or failover): the
+    asyncio Retry reconnects once. The sync Retry the clients had never retried: 503 each."""
+    with worker_less_stack(tmp_path) as stack:
+        assert stack.redis is not None
+        admin = redis.Redis.from_url(stack.redis.url(0))
+        _warm_pool(stack.base_url, 6)
+
+        async def run() -> tuple[Counter[int], int]:
+            async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as http:
+                # Writes wait in Redis while it is paused: these are in flight when killed.
+                admin.client_pause(3000, all=False)
+                posts = [
+                    asyncio.create_task(http.post("/tasks/test/add", params={"x": 1, "y": 2}))
+                    for _ in range(5)
+                ]
+                ready = asyncio.create_task(http.get("/health/ready"))
+                deadline = time.monotonic() + 10
+                while int(admin.info("clients")["blocked_clients"]) < 5:
+                    assert time.monotonic() < deadline, "the API's writes never reached Redis"
+                    await asyncio.sleep(0.05)
+                admin.client_kill_filter(_type="normal", skipme=True)
+                admin.client_unpause()
+                answers = await asyncio.gather(*posts)
+                return Counter(a.status_code for a in answers), (await ready).status_code
+
+        statuses, ready = asyncio.run(run())
+        figures("connections closed mid-command", sent=5, accepted=statuses[202])
+        admin.close()
+        assert statuses == {202: 5}, statuses
+        assert ready == 200
+        # redis-py >= 8.2 converts a sync Retry given to an asyncio client (and says so);
+        # older ones silently never retried: the clients must get the asyncio Retry.
+        assert stack.api is not None
+        assert "synchronous redis.retry.Retry" not in stack.api.log()
 
 
 # Few slots, so the test needs few requests to reach both bounds.

@@ -220,3 +220,54 @@ def test_a_full_redis_is_reported_and_a_new_worker_drains_it(tmp_path: Path) -> 
         finally:
             worker.stop()
             admin.close()
+
+
+def test_a_new_worker_starts_against_a_redis_refusing_all_writes(tmp_path: Path) -> None:
+    """Redis past maxmemory (filled by anything): a worker starting then stays up (before: exit
+    with `Unrecoverable error: OutOfMemoryError`), and drains once Redis has room again."""
+    env = {"REDIS_MEMORY_HIGH_WATERMARK": "1"}  # the API fills Redis to its hard limit
+    with worker_less_stack(tmp_path, env) as stack, stack.client() as client:
+        assert stack.redis is not None
+        admin = _admin(stack.redis.url(0))
+        used = int(admin.info("memory")["used_memory"])
+        limit = used + 2 * 1024 * 1024
+        admin.config_set("maxmemory", limit)
+        accepted, refused = asyncio.run(_fill(stack.base_url, limit=5000))
+        assert refused, "Redis never filled up"
+        assert "maxmemory" in refused[0].json()["detail"]
+        health = client.get("/health").json()
+        assert "refuses writes" in health["dependencies"]["broker"]["error"], health
+
+        worker = Proc(
+            "worker",
+            trustcard_cmd("worker", "--concurrency", "2"),
+            {**stack.env(), "WORKER_METRICS_PORT": str(free_port())},
+            tmp_path / "worker.log",
+        ).start()
+        try:
+            wait_until(lambda: " ready." in worker.log() or not worker.alive(), 60)
+            assert worker.alive(), worker.log()[-3000:]
+            # Room again (the operator raised maxmemory): the same worker drains the queue.
+            admin.config_set("maxmemory", limit + 2 * 1024 * 1024)
+            wait_until(
+                lambda: (
+                    (queue_length(stack) == 0 and unacked_count(stack) == 0) or not worker.alive()
+                ),
+                240,
+                interval=0.5,
+                what="the worker to drain the queue",
+            )
+            assert worker.alive(), worker.log()[-3000:]
+            statuses = [client.get(f"/tasks/{task_id}").json()["status"] for task_id in accepted]
+            figures(
+                "redis past maxmemory, new worker starts",
+                sent=len(accepted) + len(refused),
+                accepted=len(accepted),
+                completed=statuses.count("completed"),
+                not_recorded=len(accepted) - statuses.count("completed"),
+                unacked_copy_skipped=worker.log().count("without its unacked copy"),
+            )
+            assert "Unrecoverable error" not in worker.log()
+        finally:
+            worker.stop()
+            admin.close()
