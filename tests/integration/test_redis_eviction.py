@@ -132,6 +132,37 @@ def test_policy_is_read_from_info_when_config_is_refused(tmp_path: Path) -> None
             assert unknown.policy == UNKNOWN
             assert not unknown.safe
             assert "cannot read maxmemory-policy" in (unknown.problem("broker", "redis://x") or "")
+        # An API whose Redis user may use neither: unready (unknown policy), yet submissions
+        # still go through (the memory watermark needs INFO and steps aside).
+        port_api = free_port()
+        blind_api = Proc(
+            "api-blind",
+            trustcard_cmd("api", "--port", str(port_api)),
+            {
+                **stack.env(),
+                "REDIS_URL": f"redis://blind:pw@127.0.0.1:{port}/0",
+                "RESULT_BACKEND_URL": f"redis://blind:pw@127.0.0.1:{port}/1",
+            },
+            tmp_path / "api-blind.log",
+        ).start()
+        try:
+            base = f"http://127.0.0.1:{port_api}"
+
+            def ready() -> httpx.Response | None:
+                try:
+                    return httpx.get(f"{base}/health/ready", timeout=5)
+                except httpx.HTTPError:
+                    return None
+
+            answer = wait_until(ready, 30, interval=0.2, what="the API of user blind")
+            assert answer.status_code == 503
+            assert (
+                "cannot read maxmemory-policy" in answer.json()["dependencies"]["broker"]["error"]
+            )
+            submitted = httpx.post(f"{base}/tasks/test/add", params={"x": 1, "y": 2}, timeout=5)
+            assert submitted.status_code == 202, submitted.text
+        finally:
+            blind_api.stop()
         admin.close()
 
 

@@ -8,15 +8,20 @@ So the API stops accepting at REDIS_MEMORY_HIGH_WATERMARK of maxmemory (503 nami
 as full; /health degraded) and the rest stays for workers' results and bookkeeping.
 
 INFO memory is read at most every CHECK_INTERVAL_SECONDS, by the submission that finds the
-last reading stale (others wait for it or use it); a Redis without maxmemory is never "full".
+last reading stale (others wait for it or use it); a Redis without maxmemory is never "full",
+and one refusing INFO to our user is not watched (its own OOM refusal still answers 503).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_SECONDS = 0.5
 
@@ -41,7 +46,12 @@ class BrokerMemory:
         async with self._lock:
             if time.monotonic() - self._checked >= self.interval:
                 self._checked = time.monotonic()
-                self._full = self._judge(await client.info("memory"))
+                try:
+                    self._full = self._judge(await client.info("memory"))
+                except ResponseError as exc:  # INFO refused (ACL): Redis's own OOM still answers
+                    log.warning("broker memory not watched: INFO memory refused (%s)", exc)
+                    self.watermark = 1.0
+                    self._full = None
         return self._full
 
     def _judge(self, memory: dict[str, object]) -> str | None:
