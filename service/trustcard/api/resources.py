@@ -28,7 +28,7 @@ class ApiResources:
     celery: Celery
     broker: Redis
     backend: Redis
-    # Long-polls' subscriber connections, on their own pool (see `long_poll_client`).
+    # Long-polls' subscriber connections, on a pool of their own (see open_resources).
     long_polls: Redis
     # Sync SQLAlchemy sessions, used on `database_threads` only (see api/database.py).
     sessions: sessionmaker[Session]
