@@ -26,8 +26,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
-from kombu.transport import virtual
 from redis.exceptions import OutOfMemoryError
 
 log = logging.getLogger(__name__)
@@ -89,5 +89,14 @@ class Transport(kombu_redis.Transport):
     Channel = OutOfMemoryTolerantChannel
 
 
-# What celery_config's `broker_transport` names.
 TRANSPORT = "trustcard.broker_transport:Transport"
+
+
+def use_for_redis_urls() -> None:
+    """redis:// and rediss:// broker URLs get this transport, through kombu's alias table.
+
+    Not Celery's `broker_transport` setting: with it kombu names the class in every URL it
+    logs (`Cannot connect to trustcard.broker_transport:Transport://...`).
+    """
+    for scheme in ("redis", "rediss"):
+        TRANSPORT_ALIASES[scheme] = TRANSPORT
