@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery
 
+from trustcard.broker_transport import use_for_redis_urls
 from trustcard.config import Settings, get_settings
 from trustcard.names import APP_NAME, QUEUE
 from trustcard.observability.worker_server import MetricsServerStep
@@ -112,6 +113,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
     """Build the Celery app from settings (the module-level app uses the environment)."""
+    # kombu's Redis transport, tolerating a full Redis (see broker_transport).
+    use_for_redis_urls()
     # Every task checks the shape of its messages before Celery unpacks them (message_checks).
     app = Celery(APP_NAME, include=TASK_MODULES, task_cls=CHECKED_TASK_CLASS)
     app.conf.update(celery_config(settings or get_settings()))

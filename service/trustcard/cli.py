@@ -156,6 +156,9 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
         "trustcard@%h",
         "--loglevel",
         settings.LOG_LEVEL,
+        # Mingle's start-up `hello` broadcast writes (reply queue) and so exits against a full
+        # Redis (issue 14.4); what it syncs, revoked ids, load_cancellations reads instead.
+        *([] if "--without-mingle" in extra else ["--without-mingle"]),
         *extra,
     ]
 

@@ -83,6 +83,18 @@ class Settings(BaseSettings):
     POST_FETCH_BASE_URL: str = "https://www.instagram.com"
     FETCH_USER_AGENT: str = "TrustCard/0.1 (+https://github.com/trustcard; post analysis)"
 
+    # --- Redis eviction and the API's Redis connections (issue 14.4/14.5) ---
+    # A Redis whose maxmemory-policy can evict keys (anything but noeviction) loses queued tasks
+    # and records: `enforce` makes /health/ready 503; `warn` only logs and shows it.
+    REDIS_EVICTION_POLICY_CHECK: Literal["enforce", "warn"] = "enforce"
+    # Concurrent long-polls (GET /tasks/{id}?wait=) per API process (their own Redis pool) and
+    # per client (key or address); above the first a wait answers at once, above the second 429.
+    LONG_POLL_MAX: Annotated[int, Field(ge=1, le=10_000)] = 100
+    LONG_POLL_PER_CLIENT: Annotated[int, Field(ge=1, le=10_000)] = 20
+    # Submissions stop (503, broker full) above this share of the broker's maxmemory, keeping
+    # room for workers to drain it (see api/broker_memory.py); 1 waits for Redis's own refusal.
+    REDIS_MEMORY_HIGH_WATERMARK: Annotated[float, Field(gt=0, le=1)] = 0.9
+
     @field_validator("REDIS_URL", "RESULT_BACKEND_URL")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:

@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+import redis
 from celery.signals import (
     before_task_publish,
     celeryd_after_setup,
@@ -19,6 +20,8 @@ from celery.signals import (
     worker_shutting_down,
 )
 from celery.worker import state as worker_state
+from prometheus_client import Gauge
+from redis.exceptions import RedisError
 
 from trustcard.config import get_settings
 from trustcard.observability.logs import configure_logging
@@ -30,10 +33,19 @@ from trustcard.observability.tracing import (
 )
 from trustcard.observability.worker_metrics import PUBLISHED_AT_HEADER, WORKER_METRICS
 from trustcard.observability.worker_server import close_inherited_socket
+from trustcard.redis_eviction import read_policy
 from trustcard.task_registry import recent_cancellations
 from trustcard.worker_pool import freeze_parent_heap
 
 log = logging.getLogger(__name__)
+
+# The API's metric of the same name, read once at the worker's start (see redis_eviction).
+EVICTION_POLICY_SAFE = Gauge(
+    "trustcard_redis_eviction_policy_safe",
+    "1 when the Redis server's maxmemory-policy (label policy) cannot evict our keys, else 0",
+    ["dependency", "policy"],
+    registry=WORKER_METRICS.registry,
+)
 
 
 @celeryd_after_setup.connect
@@ -53,6 +65,28 @@ def load_cancellations(sender: Any = None, instance: Any = None, **_: Any) -> No
         worker_state.revoked.add(task_id)
     if ids:
         log.info("loaded %d cancelled task ids", len(ids))
+
+
+@celeryd_after_setup.connect
+def check_eviction_policy(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """Say once, at start, when a Redis may evict our keys (see redis_eviction)."""
+    settings = get_settings()
+    broker = redis.Redis.from_url(settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
+    for dependency, url, client in (
+        ("broker", settings.broker_url, broker),
+        ("result_backend", settings.result_backend_url, instance.app.backend.client),
+    ):
+        try:
+            eviction = read_policy(client)
+        except (RedisError, OSError) as exc:  # down at start: the API's probes report it
+            log.warning("could not read the %s Redis maxmemory-policy: %s", dependency, exc)
+            continue
+        EVICTION_POLICY_SAFE.labels(dependency, eviction.policy).set(int(eviction.safe))
+        problem = eviction.problem(dependency.replace("_", " "), url)
+        if problem is not None:
+            enforced = settings.REDIS_EVICTION_POLICY_CHECK == "enforce"
+            log.log(logging.ERROR if enforced else logging.WARNING, "%s", problem)
+    broker.close()
 
 
 @before_task_publish.connect

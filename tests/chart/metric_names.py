@@ -45,6 +45,12 @@ CONTRACT: dict[str, Metric] = {
         ("trustcard_broker_publish_duration_seconds", ()),
     ),
     **_metrics(
+        "api",
+        "gauge",
+        # The worker exports it too (read at its start); the API re-reads it on every probe.
+        ("trustcard_redis_eviction_policy_safe", ("dependency", "policy")),
+    ),
+    **_metrics(
         "exporter",
         "gauge",
         ("trustcard_queue_depth", ("queue",)),

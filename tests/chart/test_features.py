@@ -378,3 +378,35 @@ class TestExporterAndMonitoring:
             for s in by_kind(objects, "Service")
         }
         assert service_ports["release-trustcard-exporter"] == "metrics"
+
+
+class TestRedisMemory:
+    """Issue 14.4: the bundled Redis refuses writes at maxmemory instead of evicting keys or
+    being OOM-killed; the API and worker get the eviction check, watermark and long-poll bounds."""
+
+    @staticmethod
+    def _memory_bytes(quantity: str) -> int:
+        units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+        for unit, factor in units.items():
+            if quantity.endswith(unit):
+                return int(quantity.removesuffix(unit)) * factor
+        return int(quantity)
+
+    def test_noeviction_and_a_maxmemory_below_the_container_limit(self) -> None:
+        redis = container(one(render_chart(), "StatefulSet", "-redis"), "redis")
+        command = " ".join(redis["command"])
+        assert "--maxmemory-policy noeviction" in command
+        maxmemory = command.split("--maxmemory ", 1)[1].split()[0]
+        limit = redis["resources"]["limits"]["memory"]
+        assert self._memory_bytes(maxmemory) < self._memory_bytes(limit)
+
+    def test_settings_reach_the_api(self) -> None:
+        values = {
+            "config": {"redisEvictionPolicyCheck": "warn", "redisMemoryHighWatermark": 0.8},
+            "api": {"longPoll": {"max": 50, "perClient": 5}},
+        }
+        data = one(render_chart(values), "ConfigMap", "-config")["data"]
+        assert data["REDIS_EVICTION_POLICY_CHECK"] == "warn"
+        assert data["REDIS_MEMORY_HIGH_WATERMARK"] == "0.8"
+        assert data["LONG_POLL_MAX"] == "50"
+        assert data["LONG_POLL_PER_CLIENT"] == "5"

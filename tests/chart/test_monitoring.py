@@ -56,6 +56,7 @@ ALERTS = {
     "redisUnreachable": "TrustcardRedisUnreachable",
     "queueMetricsAbsent": "TrustcardQueueMetricsAbsent",
     "apiErrorRatio": "TrustcardApiErrorRatioHigh",
+    "redisEvictionPolicy": "TrustcardRedisEvictionPolicyUnsafe",
 }
 # What tests/chart/promtool/rules-test.yaml was written for (its header says the same).
 PROMTOOL_TEST_DEFAULTS: dict[str, dict[str, float | str]] = {
@@ -66,6 +67,7 @@ PROMTOOL_TEST_DEFAULTS: dict[str, dict[str, float | str]] = {
     "redisUnreachable": {"for": "5m"},
     "queueMetricsAbsent": {"for": "10m"},
     "apiErrorRatio": {"threshold": 0.05, "for": "10m"},
+    "redisEvictionPolicy": {"for": "5m"},
 }
 
 
@@ -333,7 +335,11 @@ class TestPrometheusOperatorObjects:
         rules = _rules(one(render_chart(values), "PrometheusRule")["spec"]["groups"])
         assert "trustcard:queue_depth:max" not in rules
         alerts = {name for name, rule in rules.items() if "alert" in rule}
-        assert alerts == {"TrustcardTaskFailureRatioHigh", "TrustcardQueueWaitHigh"}
+        assert alerts == {
+            "TrustcardTaskFailureRatioHigh",
+            "TrustcardQueueWaitHigh",
+            "TrustcardRedisEvictionPolicyUnsafe",
+        }
 
     def test_no_alert_group_when_every_alert_is_off(self) -> None:
         off = {key: {"enabled": False} for key in ALERTS}
@@ -382,7 +388,7 @@ class TestRulesWithPromtool:
         rules = _write_rules(rendered_rule_groups(), tmp_path / "trustcard-rules.yaml")
         result = _run_promtool("check", "rules", str(rules))
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "SUCCESS: 21 rules found" in result.stdout
+        assert "SUCCESS: 22 rules found" in result.stdout
 
     def test_promtool_unit_tests_pass(self, tmp_path: Path) -> None:
         _write_rules(rendered_rule_groups(), tmp_path / "trustcard-rules.yaml")

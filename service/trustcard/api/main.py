@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -76,9 +77,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.RATE_LIMIT_PER_SECOND
             else "off",
         )
+        # A Redis that may evict our keys is logged at once (issue 14.4), not at the first probe.
+        eviction_check = asyncio.create_task(health.report_eviction_policies(resources))
         try:
             yield
         finally:
+            eviction_check.cancel()
             await resources.aclose()
             flush_tracing()
 

@@ -89,6 +89,10 @@ class DependencyHealth(BaseModel):
     url: str
     latency_ms: float | None = None
     error: str | None = None
+    # Redis only: the server's maxmemory-policy (`unknown` when unreadable), and a problem
+    # accepted by REDIS_EVICTION_POLICY_CHECK=warn (ok stays true).
+    maxmemory_policy: str | None = None
+    warning: str | None = None
 
 
 class Health(BaseModel):

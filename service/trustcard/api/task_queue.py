@@ -95,6 +95,7 @@ async def submit(
     `task_id`: an id chosen by the caller (the analysis routes store it before publishing).
     """
     settings = res.settings
+    await _broker_has_room(res)
     # The HTTP span's ids: the publish and the task's run continue this trace.
     record = TaskRecord.new(task_id or str(uuid.uuid4()), name, current_trace_ids())
     commands = None
@@ -149,6 +150,20 @@ def _unknown_or_not_queued(exc: DependencyUnavailable, task_id: str) -> bool:
     if exc.maybe_sent:
         exc.task_id = task_id
     return exc.maybe_sent
+
+
+async def _broker_has_room(res: ApiResources) -> None:
+    """503 naming the broker as full above REDIS_MEMORY_HIGH_WATERMARK (see broker_memory)."""
+    settings = res.settings
+    full = await _guarded(
+        "broker",
+        settings.broker_url,
+        settings.REDIS_TIMEOUT_SECONDS,
+        lambda: res.broker_memory.full(res.broker),
+    )
+    if full is not None:
+        record_submission_error("broker", timed_out=False)
+        raise DependencyUnavailable("broker", f"{redact_url(settings.broker_url)}: {full}")
 
 
 async def _record_and_publish(

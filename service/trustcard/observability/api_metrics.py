@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import Scope
 
 # Latency buckets in seconds: the API answers in milliseconds; the tail matters up to seconds.
@@ -70,3 +70,22 @@ def record_submission_error(dependency: str, timed_out: bool) -> None:
 def observe_publish(task_name: str, seconds: float) -> None:
     PUBLISH_LATENCY.observe(seconds)
     TASKS_SUBMITTED.labels(task_name).inc()
+
+
+# --- Redis eviction policy (issue 14.4): 0 while a server may evict our keys ---
+REDIS_EVICTION_POLICY_SAFE = Gauge(
+    "trustcard_redis_eviction_policy_safe",
+    "1 when the Redis server's maxmemory-policy (label policy; `unknown` when unreadable) "
+    "cannot evict queued tasks or records (noeviction), else 0; by dependency",
+    ["dependency", "policy"],
+)
+_policies_shown: dict[str, str] = {}
+
+
+def show_eviction_policy(dependency: str, policy: str, safe: bool) -> None:
+    """One series per dependency: the one of its current policy."""
+    previous = _policies_shown.get(dependency)
+    if previous is not None and previous != policy:
+        REDIS_EVICTION_POLICY_SAFE.remove(dependency, previous)
+    _policies_shown[dependency] = policy
+    REDIS_EVICTION_POLICY_SAFE.labels(dependency, policy).set(1 if safe else 0)

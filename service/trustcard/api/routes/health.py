@@ -3,56 +3,129 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
+from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
-from sqlalchemy import text
+from redis.exceptions import OutOfMemoryError
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from trustcard import __version__
+from trustcard.api.broker_memory import BrokerMemory
 from trustcard.api.database import run_db
 from trustcard.api.deps import ResourcesDep
 from trustcard.api.errors import DependencyUnavailable
 from trustcard.api.resources import ApiResources
 from trustcard.api.schemas import DependencyHealth, Health, Responses
 from trustcard.api.task_queue import UNREACHABLE
-from trustcard.config import redact_url
+from trustcard.config import Settings, redact_url
+from trustcard.observability.api_metrics import show_eviction_policy
+from trustcard.redis_eviction import read_policy_async
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
 
 
-async def _ping(client: Redis, url: str, limit_seconds: float) -> DependencyHealth:
+# Written on every probe, with a short TTL: a Redis at maxmemory (noeviction) refuses it as it
+# refuses submissions, so readiness turns false with them (a PING still answers there).
+WRITE_PROBE_KEY = "trustcard:health:write-probe"
+WRITE_PROBE_TTL_MS = 10_000
+# The last eviction problem logged per dependency: one line when it appears or changes.
+_eviction_logged: dict[str, str | None] = {}
+
+
+async def _check_redis(
+    client: Redis,
+    url: str,
+    dependency: str,
+    settings: Settings,
+    memory: BrokerMemory | None = None,
+) -> DependencyHealth:
+    """Writable (a SET with TTL), answering in time, and not allowed to evict our keys."""
+    limit_seconds = settings.REDIS_TIMEOUT_SECONDS
+    redacted = redact_url(url)
     started = time.perf_counter()
+    write_error = None
     try:
         async with asyncio.timeout(limit_seconds):
-            await client.ping()
+            try:
+                await client.set(WRITE_PROBE_KEY, b"1", px=WRITE_PROBE_TTL_MS)
+            except OutOfMemoryError as exc:
+                write_error = f"full: Redis refuses writes at maxmemory ({exc})"
+            latency = round((time.perf_counter() - started) * 1000, 2)
+            eviction = await read_policy_async(client)
+            # Submissions stop above the high watermark: the broker counts as full then.
+            nearly_full = await memory.full(client) if memory and not write_error else None
     except TimeoutError:
-        return DependencyHealth(
-            ok=False, url=redact_url(url), error=f"no answer within {limit_seconds:g} s"
-        )
+        late = f"no answer within {limit_seconds:g} s"
+        return DependencyHealth(ok=False, url=redacted, error=late)
     except UNREACHABLE as exc:
-        return DependencyHealth(ok=False, url=redact_url(url), error=f"{type(exc).__name__}: {exc}")
-    latency = round((time.perf_counter() - started) * 1000, 2)
-    return DependencyHealth(ok=True, url=redact_url(url), latency_ms=latency)
+        return DependencyHealth(ok=False, url=redacted, error=f"{type(exc).__name__}: {exc}")
+    problem = eviction.problem(dependency, url)
+    enforced = problem is not None and settings.REDIS_EVICTION_POLICY_CHECK == "enforce"
+    _report_eviction(dependency, eviction.policy, problem, enforced)
+    errors = (write_error, nearly_full, problem if enforced else None)
+    error = "; ".join(e for e in errors if e) or None
+    return DependencyHealth(
+        ok=error is None,
+        url=redacted,
+        latency_ms=latency,
+        error=error,
+        maxmemory_policy=eviction.policy,
+        warning=None if enforced else problem,
+    )
+
+
+def _report_eviction(dependency: str, policy: str, problem: str | None, enforced: bool) -> None:
+    show_eviction_policy(dependency.replace(" ", "_"), policy, problem is None)
+    if _eviction_logged.get(dependency) == problem:
+        return
+    if problem is not None:
+        log.log(logging.ERROR if enforced else logging.WARNING, "%s", problem)
+    elif dependency in _eviction_logged:
+        log.info("%s Redis: maxmemory-policy is %s now", dependency, policy)
+    _eviction_logged[dependency] = problem
 
 
 # The database gets the engine's 3 s connect timeout plus a little: its own error, not ours.
 DATABASE_PING_SECONDS = 4.0
 
 
-def _select_one(session: Session) -> None:
+# SQLite writes its pages and WAL on the local disk. A rolled-back write never reaches it, and
+# a committed one may reuse WAL pages after a checkpoint, so neither notices a full disk until
+# the file must grow; free space on the database's filesystem does. (PostgreSQL: its server.)
+SQLITE_MIN_FREE_BYTES = 1024 * 1024
+
+
+def _select_one(session: Session) -> str | None:
+    """SELECT 1, then, on SQLite, a problem when the database's disk is (nearly) full."""
     session.execute(text("SELECT 1"))
+    bind = session.get_bind()
+    url = bind.url if isinstance(bind, Engine) else bind.engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    directory = Path(url.database).resolve().parent
+    stats = os.statvfs(directory)
+    free = stats.f_bavail * stats.f_frsize
+    if free >= SQLITE_MIN_FREE_BYTES:
+        return None
+    return f"disk full: {free} bytes free on {directory} (SQLite needs room to write)"
 
 
 async def _ping_database(res: ApiResources) -> DependencyHealth:
     url = redact_url(res.settings.DATABASE_URL)
     started = time.perf_counter()
     try:
-        await run_db(res, _select_one, DATABASE_PING_SECONDS)
+        problem = await run_db(res, _select_one, DATABASE_PING_SECONDS)
     except DependencyUnavailable as exc:
         return DependencyHealth(ok=False, url=url, error=exc.reason)
+    if problem is not None:
+        return DependencyHealth(ok=False, url=url, error=problem)
     latency = round((time.perf_counter() - started) * 1000, 2)
     return DependencyHealth(ok=True, url=url, latency_ms=latency)
 
@@ -60,8 +133,8 @@ async def _ping_database(res: ApiResources) -> DependencyHealth:
 async def _health(res: ResourcesDep) -> JSONResponse:
     settings = res.settings
     broker, backend, database = await asyncio.gather(
-        _ping(res.broker, settings.broker_url, settings.REDIS_TIMEOUT_SECONDS),
-        _ping(res.backend, settings.result_backend_url, settings.REDIS_TIMEOUT_SECONDS),
+        _check_redis(res.broker, settings.broker_url, "broker", settings, res.broker_memory),
+        _check_redis(res.backend, settings.result_backend_url, "result backend", settings),
         _ping_database(res),
     )
     healthy = broker.ok and backend.ok and database.ok
@@ -71,6 +144,15 @@ async def _health(res: ResourcesDep) -> JSONResponse:
         dependencies={"broker": broker, "result_backend": backend, "database": database},
     )
     return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())
+
+
+async def report_eviction_policies(res: ApiResources) -> None:
+    """At start-up: the eviction-policy line in the log and metric, before any probe comes."""
+    settings = res.settings
+    await asyncio.gather(
+        _check_redis(res.broker, settings.broker_url, "broker", settings, res.broker_memory),
+        _check_redis(res.backend, settings.result_backend_url, "result backend", settings),
+    )
 
 
 HEALTH_RESPONSES: Responses = {
@@ -86,7 +168,8 @@ async def health(res: ResourcesDep) -> JSONResponse:
 
 @router.get("/health/ready", response_model=Health, responses=HEALTH_RESPONSES)
 async def readiness(res: ResourcesDep) -> JSONResponse:
-    """Readiness probe: 200 only while broker, backend and database answer."""
+    """Readiness probe: 200 only while broker, backend and database answer and accept writes,
+    and Redis may not evict our keys (REDIS_EVICTION_POLICY_CHECK)."""
     return await _health(res)
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import nullcontext
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from trustcard.api import task_queue
 from trustcard.api.deps import ResourcesDep
@@ -49,24 +50,30 @@ async def list_active_tasks(res: ResourcesDep) -> ActiveTasks:
 async def get_task(
     task_id: TaskIdPath,
     res: ResourcesDep,
+    request: Request,
     wait: Annotated[
         float,
         Query(
             ge=0,
             le=MAX_WAIT_SECONDS,
             description="Long-poll: wait up to this many seconds for the task to finish "
-            "(completed, failed or cancelled); answers as soon as it does. 0 answers at once.",
+            "(completed, failed or cancelled); answers as soon as it does. 0 answers at once. "
+            "Bounded per client (429 above LONG_POLL_PER_CLIENT concurrent waits) and per "
+            "API process (above LONG_POLL_MAX it answers at once with the current state).",
         ),
     ] = 0,
 ) -> TaskState:
     """Status, result or error, and progress of a submitted task."""
-    if wait > 0:
-        waited = await task_queue.wait_until_finished(res, str(task_id), wait)
-        if waited is None:
-            raise _not_found(str(task_id))
-        view = waited
-    else:
-        view = await _view_or_404(res, task_id)
+    # Set by `authorize` (the router's dependency): the API key's id, or the address.
+    client: str = getattr(request.state, "client_id", "unknown")
+    with res.long_poll_slots.hold(client) if wait > 0 else nullcontext(False) as waiting:
+        if waiting:
+            waited = await task_queue.wait_until_finished(res, str(task_id), wait)
+            if waited is None:
+                raise _not_found(str(task_id))
+            view = waited
+        else:
+            view = await _view_or_404(res, task_id)
     if view.trace_id and view.span_id:
         # A poll is its own trace; the link leads from it to the task's.
         link_current_span(view.trace_id, view.span_id)
