@@ -17,8 +17,9 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -92,6 +93,15 @@ class Cluster:
 
     dsn: str
     server: subprocess.Popen[bytes]
+    # How it was started, so a test can start it again on the same data directory and port.
+    command: list[str] = field(default_factory=list)
+    start_options: dict[str, Any] = field(default_factory=dict)
+
+    def restart(self) -> None:
+        """Start the stopped server again (same data, same port) and wait until it answers."""
+        assert self.server.poll() is not None, "stop it first"
+        self.server = subprocess.Popen(self.command, **self.start_options)
+        wait_until(lambda: _answers(self.dsn), 30, 0.1, "PostgreSQL to start again")
 
     @property
     def url(self) -> str:
@@ -138,27 +148,28 @@ def throwaway_cluster() -> Iterator[Cluster]:
     )
     port = free_port()
     log = (workdir / "postgres.log").open("ab")
-    server = subprocess.Popen(
-        [
-            str(bindir / "postgres"),
-            "-D",
-            str(data),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-k",
-            str(workdir),
-            "-c",
-            "fsync=off",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=preexec,
-        start_new_session=True,
-    )
+    command = [
+        str(bindir / "postgres"),
+        "-D",
+        str(data),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-k",
+        str(workdir),
+        "-c",
+        "fsync=off",
+    ]
+    start_options: dict[str, Any] = {
+        "stdout": log,
+        "stderr": subprocess.STDOUT,
+        "preexec_fn": preexec,
+        "start_new_session": True,
+    }
+    server = subprocess.Popen(command, **start_options)
     dsn = f"host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2"
-    cluster = Cluster(dsn, server)
+    cluster = Cluster(dsn, server, command, start_options)
     try:
         wait_until(
             lambda: server.poll() is not None or _answers(dsn), 30, 0.1, "PostgreSQL to start"

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # Added (URL-encoded) to Redis URLs that carry none; on Kubernetes it comes from a Secret.
     REDIS_PASSWORD: SecretStr | None = None
     DATABASE_URL: str = "sqlite:///./trustcard.db"
+    # How long the worker retries one database step of an analysis (a restart, a lock, a full
+    # disk) before it ends the analysis `failed` with the reason.
+    DATABASE_RETRY_SECONDS: Annotated[float, Field(ge=0, le=600)] = 30.0
 
     # TLS of rediss:// URLs (every Redis client, see redis_connection.py): a CA bundle (unset:
     # the system's CAs), an optional client certificate and key for mutual TLS, and whether

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from trustcard.analysis.claims import Verdict
 from trustcard.analysis.content import parse_post_url
@@ -138,7 +138,42 @@ class ContentIn(SuppliedContent):
     media: list[MediaIn] = Field(default_factory=list, max_length=MAX_MEDIA_ITEMS)  # type: ignore[assignment]  # narrower items, same list
 
 
-class AnalysisRequest(BaseModel):
+def nul_path(value: Any, path: str = "") -> str | None:
+    """Where the first NUL character sits in a JSON value (`content.caption`), or None.
+
+    PostgreSQL refuses NUL in text and JSON; caught here it is a 422 naming the field, not a
+    database error reported as an outage (503).
+    """
+    if isinstance(value, str):
+        return path or "body" if "\x00" in value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            return f"{path}.<key>" if path else "<key>"
+        found = nul_path(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+class RefusesNul(BaseModel):
+    """A request body in which no string may hold a NUL character."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        where = nul_path(data)
+        if where is not None:
+            raise ValueError(f"{where} contains a NUL character (\\u0000), which cannot be stored")
+        return data
+
+
+class AnalysisRequest(RefusesNul):
     """A post to analyse, and optionally its content so the worker need not fetch the page."""
 
     model_config = ConfigDict(extra="forbid")
@@ -230,7 +265,7 @@ class AnalysisPage(BaseModel):
     next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page")
 
 
-class ClaimIn(BaseModel):
+class ClaimIn(RefusesNul):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(

@@ -29,10 +29,14 @@ from trustcard.db import repository
 from trustcard.db.engine import session_factory
 from trustcard.db.models import Analysis
 from trustcard.db.models import Claim as StoredClaim
+from trustcard.db.retry import DatabaseStepFailed, with_retry
 from trustcard.progress import Progress
 from trustcard.task_status import PROGRESS_STATE, readable_error
 
 log = logging.getLogger(__name__)
+
+# Stage progress is retried this long at most (the result itself gets DATABASE_RETRY_SECONDS).
+STAGE_RETRY_SECONDS = 5.0
 
 
 class AnalysisNotFound(LookupError):
@@ -48,21 +52,34 @@ def process_post(self: Task, analysis_id: str) -> dict[str, Any]:
     """Analyse the post of analysis `analysis_id`, reporting each stage as progress."""
     settings = get_settings()
     sessions = session_factory(settings.DATABASE_URL)
-    with sessions() as session:
-        analysis = repository.start_processing(session, str(analysis_id), self.request.id or "")
-        if analysis is None:
-            raise AnalysisNotFound(f"analysis {analysis_id} does not exist in the database")
-        if analysis.status == "completed":
-            log.info(
-                "analysis %s was already stored (redelivered task); nothing to redo", analysis_id
-            )
-            return task_summary(analysis)
-        if analysis.status == "failed":
-            raise AnalysisFailed(analysis.error or "the analysis had already failed")
-        url, request = analysis.url, analysis.request
-        claims = matchable_claims(repository.list_claims(session))
+    retry_seconds = settings.DATABASE_RETRY_SECONDS
+
+    def start() -> tuple[Analysis | None, list[StoredClaim]]:
+        with sessions() as session:
+            found = repository.start_processing(session, str(analysis_id), self.request.id or "")
+            return found, repository.list_claims(session) if found is not None else []
+
+    # Every database step is retried within DATABASE_RETRY_SECONDS; past it the analysis ends
+    # `failed` with the reason (if the database takes even that), never `pending` for ever.
+    try:
+        analysis, stored_claims = with_retry(
+            start, what="starting the analysis", seconds=retry_seconds
+        )
+    except DatabaseStepFailed as exc:
+        _fail_quietly(analysis_id, str(exc))
+        raise
+    if analysis is None:
+        raise AnalysisNotFound(f"analysis {analysis_id} does not exist in the database")
+    if analysis.status == "completed":
+        log.info("analysis %s was already stored (redelivered task); nothing to redo", analysis_id)
+        return task_summary(analysis)
+    if analysis.status == "failed":
+        raise AnalysisFailed(analysis.error or "the analysis had already failed")
+    url, request = analysis.url, analysis.request
+    claims = matchable_claims(stored_claims)
 
     started_at = time.time()
+    progress_lost: list[str] = []
 
     def on_stage(progress: StageProgress) -> None:
         # Like test.long_task: PROGRESS meta for GET /tasks/{id}, plus the row for the API.
@@ -76,8 +93,22 @@ def process_post(self: Task, analysis_id: str) -> dict[str, Any]:
                 started_at=started_at,
             ).as_meta(),
         )
-        with sessions() as stage_session:
-            repository.mark_stage(stage_session, analysis_id, progress.stage, progress.percent)
+
+        def record_stage() -> None:
+            with sessions() as stage_session:
+                repository.mark_stage(stage_session, analysis_id, progress.stage, progress.percent)
+
+        # Progress is a courtesy: a database that is away now must not fail the analysis, nor
+        # stretch it (after one stage gave up, later stages try once).
+        try:
+            with_retry(
+                record_stage,
+                what=f"recording stage {progress.stage}",
+                seconds=0 if progress_lost else min(STAGE_RETRY_SECONDS, retry_seconds),
+            )
+        except DatabaseStepFailed as exc:
+            progress_lost.append(progress.stage)
+            log.warning("analysis %s: %s; going on", analysis_id, exc)
 
     try:
         supplied = (
@@ -91,11 +122,11 @@ def process_post(self: Task, analysis_id: str) -> dict[str, Any]:
             on_stage=on_stage,
         )
     except (ExtractionError, InvalidPostUrl) as exc:
-        _fail(analysis_id, str(exc))
+        _fail_quietly(analysis_id, str(exc))
         raise AnalysisFailed(str(exc)) from None
     except Exception as exc:
         # Unexpected (a bug, the soft time limit): the row must not stay "processing" forever.
-        _fail(analysis_id, readable_error(exc))
+        _fail_quietly(analysis_id, readable_error(exc))
         raise
 
     on_stage(result.store_progress())
@@ -109,16 +140,24 @@ def process_post(self: Task, analysis_id: str) -> dict[str, Any]:
         )
         for outcome in result.stages
     ]
-    with sessions() as session:
-        stored = repository.store_result(
-            session,
-            analysis_id,
-            result=result.as_dict(),
-            stages=stages,
-            trust_score=result.trust.score,
-            trust_label=result.trust.label,
-        )
-        return task_summary(stored)
+
+    def store() -> dict[str, Any]:
+        with sessions() as session:
+            stored = repository.store_result(
+                session,
+                analysis_id,
+                result=result.as_dict(),
+                stages=stages,
+                trust_score=result.trust.score,
+                trust_label=result.trust.label,
+            )
+            return task_summary(stored)
+
+    try:
+        return with_retry(store, what="storing the result", seconds=retry_seconds)
+    except DatabaseStepFailed as exc:
+        _fail_quietly(analysis_id, str(exc))
+        raise
 
 
 @task_revoked.connect
@@ -133,14 +172,30 @@ def mark_cancelled(sender: Any = None, request: Any = None, **_: Any) -> None:
     if len(args) != 1 or not isinstance(args[0], str):
         return
     try:
-        _fail(args[0], f"cancelled (task {request.id} revoked)")
+        # The worker's main process runs this: a short bound, it must not stall consuming.
+        _fail(args[0], f"cancelled (task {request.id} revoked)", retry_seconds=2.0)
     except Exception:
         log.exception("could not mark cancelled analysis %s failed", args[0])
 
 
-def _fail(analysis_id: str, reason: str) -> None:
-    with session_factory(get_settings().DATABASE_URL)() as session:
-        repository.mark_failed(session, analysis_id, reason)
+def _fail(analysis_id: str, reason: str, retry_seconds: float | None = None) -> None:
+    settings = get_settings()
+
+    def mark() -> None:
+        with session_factory(settings.DATABASE_URL)() as session:
+            repository.mark_failed(session, analysis_id, reason)
+
+    seconds = settings.DATABASE_RETRY_SECONDS if retry_seconds is None else retry_seconds
+    with_retry(mark, what="marking the analysis failed", seconds=seconds)
+
+
+def _fail_quietly(analysis_id: str, reason: str) -> None:
+    """Mark the analysis failed; if even that cannot reach the database, the API settles the
+    row later from the task's failed state (trustcard.api.analysis_liveness)."""
+    try:
+        _fail(analysis_id, reason)
+    except Exception:
+        log.exception("could not mark analysis %s failed (%s)", analysis_id, reason)
 
 
 def matchable_claims(rows: list[StoredClaim]) -> list[Claim]:

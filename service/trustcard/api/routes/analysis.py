@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from trustcard.api import task_queue
+from trustcard.api.analysis_liveness import settle_if_dead
 from trustcard.api.database import run_db
 from trustcard.api.deps import ResourcesDep
 from trustcard.api.errors import DependencyUnavailable
@@ -73,6 +74,9 @@ async def submit_analysis(
         )
 
     submission = await run_db(res, create)
+    if not submission.created and await settle_if_dead(res, submission.analysis):
+        # The running one was dead (its task over, the row never told): start a new one.
+        submission = await run_db(res, create)
     analysis = submission.analysis
     root = request.scope.get("root_path", "")
     if not submission.created:
@@ -129,14 +133,16 @@ def _submitted(
 async def get_analysis(analysis_id: uuid.UUID, res: ResourcesDep) -> AnalysisOut:
     """The stored analysis: status and stage, per-stage results, trust score, timestamps."""
 
-    def load(session: Session) -> AnalysisOut | None:
+    def load(session: Session) -> tuple[Analysis, AnalysisOut] | None:
         analysis = repository.get_analysis(session, str(analysis_id))
-        return None if analysis is None else analysis_out(analysis)
+        return None if analysis is None else (analysis, analysis_out(analysis))
 
     found = await run_db(res, load)
+    if found is not None and await settle_if_dead(res, found[0]):
+        found = await run_db(res, load)
     if found is None:
         raise HTTPException(status_code=404, detail=f"analysis {analysis_id} not found")
-    return found
+    return found[1]
 
 
 @router.get(
