@@ -81,6 +81,6 @@ class SubscriberPool:
     async def _close(self, pubsub: PubSub) -> None:
         try:
             async with asyncio.timeout(self.limit_seconds):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
         except (RedisError, OSError, TimeoutError):
             log.debug("could not close a result subscription cleanly")

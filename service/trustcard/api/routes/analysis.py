@@ -138,6 +138,7 @@ async def get_analysis(analysis_id: uuid.UUID, res: ResourcesDep) -> AnalysisOut
     return found
 
 
+@router.get("/", response_model=AnalysisPage, include_in_schema=False)
 @router.get(
     "",
     response_model=AnalysisPage,

@@ -39,6 +39,7 @@ async def add_claim(body: ClaimIn, res: ResourcesDep) -> ClaimOut:
 
 
 @router.get("", response_model=ClaimPage, responses=UNAVAILABLE)
+@router.get("/", response_model=ClaimPage, include_in_schema=False)
 async def list_claims(
     res: ResourcesDep,
     limit: Annotated[int, Query(ge=1, le=MAX_CLAIMS_PAGE)] = 100,

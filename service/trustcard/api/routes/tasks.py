@@ -39,6 +39,7 @@ async def _view_or_404(res: ResourcesDep, task_id: uuid.UUID) -> TaskView:
 
 
 @router.get("/", response_model=ActiveTasks, responses=UNAVAILABLE)
+@router.get("", response_model=ActiveTasks, include_in_schema=False)
 async def list_active_tasks(res: ResourcesDep) -> ActiveTasks:
     """Tasks the live workers are running now, per worker (answers within ~1.5 s)."""
     active = await task_queue.active_tasks(res)
