@@ -12,6 +12,7 @@ import hmac
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -154,6 +155,37 @@ async def authorize(request: Request) -> str:
         raise _too_many(f"rate limit of {limits.per_second:g} requests/s per client exceeded", wait)
     request.state.client_id = client
     return client
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling a client route: whose tasks and analyses it may see and change."""
+
+    # The key's id when keys are on; None with authentication off (`trustcard dev`).
+    owner: str | None
+    admin: bool
+
+    def may_see(self, owner: str | None) -> bool:
+        """With keys on, a task is its submitter's (and the admin keys'); off, everyone's."""
+        return self.owner is None or self.admin or owner == self.owner
+
+    def require_admin(self, what: str) -> None:
+        if self.owner is not None and not self.admin:
+            raise HTTPException(status_code=403, detail=f"{what} needs an admin API key")
+
+
+async def current_caller(request: Request) -> Caller:
+    """The Caller `authorize` (a router dependency, resolved first) identified."""
+    settings = request.app.state.resources.settings
+    keyed = bool(settings.api_keys or settings.admin_api_keys)
+    client: str | None = getattr(request.state, "client_id", None)
+    return Caller(owner=client if keyed else None, admin=getattr(request.state, "admin", False))
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorBody, "description": "Needs an admin API key (ADMIN_API_KEYS)"}
+}
 
 
 def _presented_key(request: Request) -> str | None:

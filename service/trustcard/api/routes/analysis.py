@@ -25,6 +25,7 @@ from trustcard.api.schemas import (
     StageResultOut,
     TrustOut,
 )
+from trustcard.api.security import current_caller
 from trustcard.config import Settings
 from trustcard.db import repository
 from trustcard.db.models import Analysis
@@ -85,7 +86,8 @@ async def submit_analysis(
             "returning it (force=true starts a new one)",
         )
     try:
-        await task_queue.submit(res, TASK_NAME, args=[analysis_id], task_id=task_id)
+        owner = (await current_caller(request)).owner
+        await task_queue.submit(res, TASK_NAME, args=[analysis_id], task_id=task_id, owner=owner)
     except DependencyUnavailable as exc:
         await _fail_unqueued(res, analysis_id, exc)
         raise
