@@ -79,3 +79,25 @@ def test_changing_claims_needs_an_admin_key(stack: ServiceStack) -> None:
         assert claim_id in [item["id"] for item in owner.get("/claims").json()["items"]]
         assert owner.delete(f"/claims/{claim_id}").status_code == 403
         assert admin.delete(f"/claims/{claim_id}").status_code == 204
+
+
+def test_public_health_names_no_urls_and_the_detail_needs_an_admin_key(
+    stack: ServiceStack,
+) -> None:
+    for path in ("/health", "/health/ready"):
+        public = httpx.get(stack.base_url + path, timeout=10)
+        assert public.status_code == 200
+        assert public.json() == {
+            "status": "ok",
+            "dependencies": {
+                name: {"ok": True} for name in ("broker", "result_backend", "database")
+            },
+        }
+        assert "redis://" not in public.text
+        assert "sqlite" not in public.text
+    assert httpx.get(stack.base_url + "/health/detail", timeout=10).status_code == 401
+    with client(stack, OWNER) as owner, client(stack, ADMIN) as admin:
+        assert owner.get("/health/detail").status_code == 403
+        detail = admin.get("/health/detail").json()
+    assert detail["dependencies"]["broker"]["url"].startswith("redis://")
+    assert detail["dependencies"]["database"]["latency_ms"] is not None

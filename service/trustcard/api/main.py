@@ -50,7 +50,7 @@ def _include_routes(app: FastAPI, settings: Settings, client_auth: Any) -> None:
             test_tasks.router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES
         )
     app.include_router(tasks.router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES)
-    for router in (analysis.router, claims.router):
+    for router in (analysis.router, claims.router, health.detail_router):
         app.include_router(router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES)
 
 
