@@ -101,3 +101,29 @@ def test_public_health_names_no_urls_and_the_detail_needs_an_admin_key(
         detail = admin.get("/health/detail").json()
     assert detail["dependencies"]["broker"]["url"].startswith("redis://")
     assert detail["dependencies"]["database"]["latency_ms"] is not None
+
+
+def test_analyses_belong_to_their_key(stack: ServiceStack) -> None:
+    post = {"url": "https://www.instagram.com/p/OwnedPost123/"}
+    with (
+        client(stack, OWNER) as owner,
+        client(stack, OTHER) as other,
+        client(stack, ADMIN) as admin,
+    ):
+        submitted = owner.post("/analysis/posts", json=post)
+        assert submitted.status_code == 202, submitted.text
+        analysis_id = submitted.json()["analysis_id"]
+        assert owner.get(f"/analysis/posts/{analysis_id}").status_code == 200
+        assert other.get(f"/analysis/posts/{analysis_id}").status_code == 404
+        listed = [item["analysis_id"] for item in other.get("/analysis/posts").json()["items"]]
+        assert analysis_id not in listed
+        mine = [item["analysis_id"] for item in owner.get("/analysis/posts").json()["items"]]
+        assert analysis_id in mine
+        assert admin.get(f"/analysis/posts/{analysis_id}").status_code == 200
+        everyone = [item["analysis_id"] for item in admin.get("/analysis/posts").json()["items"]]
+        assert analysis_id in everyone
+        # The same post from another key is its own analysis, not a join of the first one.
+        theirs = other.post("/analysis/posts", json=post)
+        assert theirs.status_code == 202, theirs.text
+        assert theirs.json()["analysis_id"] != analysis_id
+        assert other.get(theirs.json()["status_url"]).status_code == 200
