@@ -102,6 +102,8 @@ def api(
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
+    from trustcard.api.header_timeout import HeaderTimeoutProtocol
+
     settings = _settings_or_exit()
     _redis_or_exit(settings)
     _schema_at_head_or_exit(settings)
@@ -118,8 +120,12 @@ def api(
         # Our handler (text or JSON, with trace ids) instead of uvicorn's own config.
         log_config=None,
         log_level=settings.LOG_LEVEL.lower(),
-        # Behind an Ingress, trust X-Forwarded-* from the proxy for client addresses and scheme.
-        proxy_headers=True,
+        # X-Forwarded-For/-Proto only from TRUSTED_PROXIES: from anyone else a spoofed header
+        # would change the client's address (and escape its rate limit).
+        proxy_headers=bool(settings.TRUSTED_PROXIES),
+        forwarded_allow_ips=settings.TRUSTED_PROXIES or None,
+        # Closes connections that trickle their headers (HEADER_READ_TIMEOUT_SECONDS).
+        http=HeaderTimeoutProtocol,
     )
 
 

@@ -68,6 +68,19 @@ class Settings(BaseSettings):
     MAX_REQUEST_BODY_BYTES: Annotated[int, Field(ge=1024)] = 1_048_576
     MAX_QUERY_STRING_BYTES: Annotated[int, Field(ge=256)] = 8192
 
+    # --- The edge (issue 15): proxies, shared rate limits, ownership, slow clients ---
+    # Addresses/CIDRs of the reverse proxies (the Ingress controller) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed, comma-separated ("*": any peer). Empty: none is, and the
+    # client is the TCP peer, whatever headers it sends.
+    TRUSTED_PROXIES: str = ""
+    # Keys that may read and cancel every client's tasks and analyses, and change the claims
+    # table (comma-separated; a mounted Secret on Kubernetes). They are valid client keys too.
+    ADMIN_API_KEYS: SecretStr | None = None
+    # Failed authentications allowed per client address and minute before 429; 0 turns it off.
+    AUTH_FAILURES_PER_MINUTE: Annotated[int, Field(ge=0)] = 30
+    # A connection whose request headers are not complete in this time is closed (slowloris).
+    HEADER_READ_TIMEOUT_SECONDS: Annotated[float, Field(gt=0, le=300)] = 10.0
+
     # `json`: one JSON object per line with trace_id/span_id (what log collectors parse).
     LOG_FORMAT: Literal["text", "json"] = "text"
 
@@ -156,6 +169,14 @@ class Settings(BaseSettings):
         if self.API_KEYS is None:
             return ()
         return tuple(k.strip() for k in self.API_KEYS.get_secret_value().split(",") if k.strip())
+
+    @property
+    def admin_api_keys(self) -> tuple[str, ...]:
+        """The admin keys (blank entries ignored)."""
+        if self.ADMIN_API_KEYS is None:
+            return ()
+        value = self.ADMIN_API_KEYS.get_secret_value()
+        return tuple(k.strip() for k in value.split(",") if k.strip())
 
     @property
     def broker_url(self) -> str:

@@ -31,9 +31,17 @@ class TaskRecord:
     # The submission's trace (W3C hex), so status polls can link to it; None when not tracing.
     trace_id: str | None = None
     span_id: str | None = None
+    # The submitting API key's id (security.key_id); None when authentication is off.
+    owner: str | None = None
 
     @classmethod
-    def new(cls, task_id: str, name: str, trace: tuple[str, str] | None = None) -> TaskRecord:
+    def new(
+        cls,
+        task_id: str,
+        name: str,
+        trace: tuple[str, str] | None = None,
+        owner: str | None = None,
+    ) -> TaskRecord:
         trace_id, span_id = trace or (None, None)
         return cls(
             task_id=task_id,
@@ -41,6 +49,7 @@ class TaskRecord:
             submitted_at=utc_now_iso(),
             trace_id=trace_id,
             span_id=span_id,
+            owner=owner,
         )
 
     def to_json(self) -> str:

@@ -52,6 +52,7 @@ class TaskView:
     cancelled_at: str | None = None
     trace_id: str | None = None
     span_id: str | None = None
+    owner: str | None = None
 
 
 def readable_error(exc: Any) -> str:
@@ -93,6 +94,7 @@ def build_view(record: TaskRecord, meta: dict[str, Any] | None) -> TaskView:
         cancelled_at=record.cancelled_at,
         trace_id=record.trace_id,
         span_id=record.span_id,
+        owner=record.owner,
     )
 
 

@@ -6,13 +6,16 @@ cannot hold up the workers other tests use. Each operation gets a bounded number
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.core.result import Ok
 
 from tests.stack import ServiceStack
@@ -74,3 +77,63 @@ def test_every_operation_conforms(fuzzed_stack: ServiceStack) -> None:
     print("\n".join(figures))
     assert len(figures) + len(failures) >= 10, "fewer operations than the API has"
     assert not failures, "\n\n".join(failures)
+
+
+# What generated-from-the-schema bodies never contain, but clients can send: JSON numbers
+# beyond float range (parsed as inf), NaN, lone surrogates, huge integers, thousands of keys.
+# Each once answered 500 or echoed megabytes back (issue 15).
+HOSTILE_VALUES = st.sampled_from(
+    [float("inf"), float("-inf"), float("nan"), "\ud800", "post\udfff", 2**80, -(2**70)]
+)
+HOSTILE_EXAMPLES = 25
+
+
+def fuzz_hostile(operation: Any, base_url: str) -> int:
+    """Generated bodies with one hostile value put in, or thousands of keys added: never 5xx."""
+    calls = 0
+
+    @given(case=operation.as_strategy(), data=st.data())
+    @settings(
+        max_examples=HOSTILE_EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+    )
+    def check(case: Any, data: st.DataObject) -> None:
+        nonlocal calls
+        if not isinstance(case.body, dict):
+            return
+        body = dict(case.body)
+        if data.draw(st.booleans(), label="many keys"):
+            body.update({f"k{n}": n for n in range(data.draw(st.integers(1000, 20_000)))})
+        else:
+            field = data.draw(st.sampled_from([*body, "url", "force", "extra"]), label="field")
+            body[field] = data.draw(HOSTILE_VALUES, label="value")
+        # Sent as raw JSON text (clients' encoders refuse these): 1e999999, "\\ud800", NaN.
+        raw = json.dumps(body, allow_nan=True).replace("Infinity", "1e999999")
+        response = httpx.post(
+            base_url + case.formatted_path,
+            params=case.query,
+            content=raw.encode(),
+            headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+            timeout=40,
+        )
+        calls += 1
+        assert response.status_code < 500, (body if len(body) < 20 else len(body), response.text)
+        assert len(response.content) < 20_000, "the error echoed the input back"
+
+    check()
+    return calls
+
+
+def test_hostile_bodies_never_answer_5xx(fuzzed_stack: ServiceStack) -> None:
+    schema = schemathesis.openapi.from_url(f"{fuzzed_stack.base_url}/openapi.json")
+    figures: list[str] = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
+        operation = result.ok()
+        if operation.method.upper() in ("POST", "PUT", "PATCH") and operation.body:
+            calls = fuzz_hostile(operation, fuzzed_stack.base_url)
+            figures.append(f"{operation.label}: {calls} hostile requests")
+    print("\n".join(figures))
+    assert any(": 0 " not in line for line in figures), figures

@@ -219,7 +219,7 @@ def test_readiness_reports_a_full_database_disk(tmp_path: Path) -> None:
             assert client.get("/health/ready").status_code == 200
             _fill(disk / "filler")
             full = client.get("/health/ready")
-            body = full.json()
+            body = client.get("/health/detail").json()
             (disk / "filler").unlink()
             after = client.get("/health/ready")
             figures("sqlite disk full", ready_when_full=full.status_code, after=after.status_code)

@@ -38,7 +38,7 @@ def test_an_evicting_policy_makes_the_api_unready_and_is_logged(tmp_path: Path) 
         admin.config_set("maxmemory-policy", "allkeys-lru")
 
         ready = client.get("/health/ready")
-        health = client.get("/health").json()
+        health = client.get("/health/detail").json()
         broker = health["dependencies"]["broker"]
         assert ready.status_code == 503, ready.text
         assert health["status"] == "degraded"
@@ -203,7 +203,7 @@ def test_a_full_redis_is_reported_and_a_new_worker_drains_it(tmp_path: Path) -> 
         assert detail["dependency"] in {"broker", "result backend"}
         assert "maxmemory" in detail["detail"]
 
-        health = client.get("/health")
+        health = client.get("/health/detail")
         body = health.json()
         assert health.status_code == 503, body
         assert body["status"] == "degraded"
@@ -279,7 +279,7 @@ def test_a_new_worker_starts_against_a_redis_refusing_all_writes(tmp_path: Path)
         accepted, refused = asyncio.run(_fill(stack.base_url, limit=5000))
         assert refused, "Redis never filled up"
         assert "maxmemory" in refused[0].json()["detail"]
-        health = client.get("/health").json()
+        health = client.get("/health/detail").json()
         assert "refuses writes" in health["dependencies"]["broker"]["error"], health
 
         worker = Proc(

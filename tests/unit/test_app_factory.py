@@ -43,7 +43,7 @@ def test_client_routes_document_both_api_key_schemes() -> None:
         "name": "X-API-Key",
     }
     for path, operations in spec["paths"].items():
-        open_route = path.startswith(("/health", "/metrics"))
+        open_route = path.startswith(("/health", "/metrics")) and path != "/health/detail"
         for operation in operations.values():
             expected: list[dict[str, list[str]]] | None = (
                 None if open_route else [{"HTTPBearer": []}, {"APIKeyHeader": []}]

@@ -40,8 +40,9 @@ class FetchLimits:
     max_page_bytes: int
     max_media_bytes: int
     user_agent: str
-    # Hosts media may be fetched from even on a private address (the configured post site,
-    # e.g. a local test server); any other host must resolve to public addresses only.
+    # `host:port`s fetched from even on a private address (the configured post site, e.g. a
+    # local test server); any other must resolve to public addresses only. The port counts: a
+    # trusted 127.0.0.1:8080 does not make the local Redis on 127.0.0.1:6379 reachable.
     trusted_hosts: frozenset[str] = frozenset()
 
 
@@ -69,7 +70,7 @@ def fetch_page(client: httpx.Client, url: str, limits: FetchLimits) -> Download:
     """The HTML of a post page; ExtractionError when blocked, missing, too large or not HTML."""
     deadline = time.monotonic() + limits.timeout_seconds
     try:
-        download = _get(client, url, limits.max_page_bytes, deadline, page=True)
+        download = _get(client, url, limits.max_page_bytes, deadline, page=True, limits=limits)
     except ExtractionError:
         raise
     except DownloadRefused as exc:
@@ -107,9 +108,15 @@ def _get(
     page: bool,
     limits: FetchLimits | None = None,
 ) -> Download:
-    for _ in range(MAX_REDIRECTS + 1):
-        if limits is not None:
-            _require_public_address(url, limits.trusted_hosts)
+    for hop in range(MAX_REDIRECTS + 1):
+        # Every redirect hop is checked; a page's first URL is the configured site's own.
+        if limits is not None and (hop > 0 or not page):
+            try:
+                _require_public_address(url, limits.trusted_hosts)
+            except DownloadRefused as exc:
+                if page:
+                    raise ExtractionError("blocked", f"post page redirect refused: {exc}") from None
+                raise
         with client.stream("GET", url) as response:
             if response.is_redirect:
                 location = response.headers.get("location", "")
@@ -167,16 +174,24 @@ def _require_public_address(url: str, trusted_hosts: frozenset[str]) -> None:
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("http", "https") or not host:
         raise DownloadRefused(f"{url}: not an http(s) URL")
-    if host in trusted_hosts:
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if host_and_port(url) in trusted_hosts:
         return
     try:
-        infos = socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise DownloadRefused(f"{url}: host does not resolve ({exc})") from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if not address.is_global:
             raise DownloadRefused(f"{url}: refusing a non-public address ({address})")
+
+
+def host_and_port(url: str) -> str:
+    """`host:port` of an http(s) URL, the scheme's default port when it names none."""
+    parts = urlsplit(url)
+    default = 443 if parts.scheme == "https" else 80
+    return f"{(parts.hostname or '').lower()}:{parts.port or default}"
 
 
 def _describe(exc: httpx.HTTPError) -> str:

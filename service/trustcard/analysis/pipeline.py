@@ -22,7 +22,7 @@ from trustcard.analysis.content import PostContent, parse_post_url
 from trustcard.analysis.deepfake import DeepfakeSlot
 from trustcard.analysis.extraction import Extraction, extract_fetched, extract_supplied
 from trustcard.analysis.factcheck import ClaimMatcher
-from trustcard.analysis.fetch import ExtractionError, FetchLimits
+from trustcard.analysis.fetch import ExtractionError, FetchLimits, host_and_port
 from trustcard.analysis.provenance import ProvenanceAnalyzer
 from trustcard.analysis.score import TrustScore, trust_score
 from trustcard.analysis.signals import Analyzer, analyzer_weight, discover_analyzers, run_analyzer
@@ -75,13 +75,13 @@ class PipelineConfig:
         )
 
     def fetch_limits(self) -> FetchLimits:
-        base_host = (urlsplit(self.post_base_url).hostname or "").lower()
+        base = host_and_port(self.post_base_url)
         return FetchLimits(
             timeout_seconds=self.fetch_timeout_seconds,
             max_page_bytes=self.fetch_max_bytes,
             max_media_bytes=self.media_max_bytes,
             user_agent=self.user_agent,
-            trusted_hosts=frozenset({base_host} if base_host else set()),
+            trusted_hosts=frozenset({base} if urlsplit(self.post_base_url).hostname else set()),
         )
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -55,6 +59,56 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# A 422 names at most this many problems and echoes at most this much of each bad input:
+# a 1 MB body of 90k unknown keys was echoed back whole (9 MB, seconds of CPU).
+MAX_REPORTED_ERRORS = 10
+MAX_ECHOED_CHARS = 200
+
+
+def echoed_input(value: Any) -> Any:
+    """A short, JSON-safe stand-in for a bad input (no NaN/inf floats, no lone surrogates)."""
+    if value is None or (isinstance(value, bool | int) and abs(value) < 2**53):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, str) and len(value) <= MAX_ECHOED_CHARS:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, Mapping):
+        return f"<object with {len(value)} keys>"
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return f"<array of {len(value)} items>"
+    text = repr(value)
+    if len(text) > MAX_ECHOED_CHARS:
+        text = text[:MAX_ECHOED_CHARS] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def bounded_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """The first MAX_REPORTED_ERRORS validation errors, each with a bounded `input`."""
+    reported = []
+    for error in errors[:MAX_REPORTED_ERRORS]:
+        item = {
+            "type": error.get("type"),
+            "loc": [echoed_input(part) for part in error.get("loc", ())],
+            "msg": echoed_input(str(error.get("msg", ""))),
+        }
+        if "input" in error:
+            item["input"] = echoed_input(error["input"])
+        reported.append(item)
+    return reported
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, bounded: never a 500 on input JSON cannot carry (inf, a lone surrogate)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    content: dict[str, Any] = {"detail": bounded_errors(errors)}
+    if len(errors) > MAX_REPORTED_ERRORS:
+        content["more_errors"] = len(errors) - MAX_REPORTED_ERRORS
+    return JSONResponse(status_code=422, content=content)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DependencyUnavailable, _dependency_unavailable)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -17,7 +17,7 @@ from trustcard.api.resources import open_resources
 from trustcard.api.routes import analysis, claims, health, metrics, tasks, test_tasks
 from trustcard.api.security import (
     CLIENT_ROUTE_RESPONSES,
-    RateLimiter,
+    SharedRateLimits,
     authorize,
     document_client_auth,
     documented_auth,
@@ -51,7 +51,7 @@ def _include_routes(app: FastAPI, settings: Settings, client_auth: Any) -> None:
             test_tasks.router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES
         )
     app.include_router(tasks.router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES)
-    for router in (analysis.router, claims.router):
+    for router in (analysis.router, claims.router, health.detail_router):
         app.include_router(router, dependencies=client_routes, responses=CLIENT_ROUTE_RESPONSES)
 
 
@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resources = open_resources(settings, create_celery_app(settings))
         app.state.resources = resources
+        # In Redis (the broker's server), so every API replica counts against the same limits.
+        app.state.rate_limits = SharedRateLimits(settings, resources.broker.connection_pool)
         log.info(
             "trustcard API %s: broker %s, result backend %s, test endpoints %s",
             __version__,
@@ -92,12 +94,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Tracing is the OpenTelemetry instrumentor's (instrument_api), which FastAPI's native
         # telemetry defers to anyway; off, it stops probing the providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # `/tasks?limit=5` answered a 307 to http://... behind a TLS Ingress: collection routes
+        # answer on both forms instead (see the routes), anything else unknown is a 404.
+        redirect_slashes=False,
         # No max_body_size: RequestGuard enforces it with the query-string limit, in one layer.
-    )
-    app.state.rate_limiter = (
-        RateLimiter(settings.RATE_LIMIT_PER_SECOND, settings.RATE_LIMIT_BURST)
-        if settings.RATE_LIMIT_PER_SECOND
-        else None
     )
     install_error_handlers(app)
     # Size limits (413 before any route runs) and request metrics (the 413s, 401s and 429s too).

@@ -101,6 +101,17 @@ class Health(BaseModel):
     dependencies: dict[str, DependencyHealth]
 
 
+class DependencyOk(BaseModel):
+    ok: bool
+
+
+class HealthSummary(BaseModel):
+    """The public health answer: no URLs, paths, versions or error texts (see /health/detail)."""
+
+    status: str = Field(examples=["ok", "degraded"])
+    dependencies: dict[str, DependencyOk]
+
+
 class ErrorBody(BaseModel):
     detail: Any
 

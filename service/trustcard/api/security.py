@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
+from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
+from redis.asyncio import ConnectionPool
 
 from trustcard.api.resources import ApiResources
 from trustcard.api.schemas import ErrorBody
+from trustcard.config import Settings
+
+log = logging.getLogger(__name__)
 
 # Documented on every client route (the OpenAPI document is the contract schemathesis checks).
 CLIENT_ROUTE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -48,34 +56,67 @@ def matching_key(presented: str, keys: tuple[str, ...]) -> str | None:
     return found
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
+class SharedRateLimits:
+    """Per-client and per-address failed-auth limits kept in Redis, shared by every replica.
 
+    `limits`' sliding-window counters: RATE_LIMIT_BURST requests per BURST/PER_SECOND seconds
+    per client, AUTH_FAILURES_PER_MINUTE failed authentications per minute per address. When
+    Redis does not answer the request goes ahead (the routes then answer 503 themselves).
+    """
 
-class RateLimiter:
-    """Token buckets per client, in this process (each API replica limits on its own)."""
+    def __init__(self, settings: Settings, connection_pool: ConnectionPool) -> None:
+        storage = RedisStorage(
+            "async+redis://",
+            implementation="redispy",
+            connection_pool=connection_pool,  # type: ignore[arg-type]  # typed as plain options
+            key_prefix="trustcard-limits",
+            wrap_exceptions=True,
+        )
+        self._limiter = SlidingWindowCounterRateLimiter(storage)
+        self.per_second = settings.RATE_LIMIT_PER_SECOND
+        self.requests: RateLimitItem | None = None
+        if settings.RATE_LIMIT_PER_SECOND:
+            window = max(1, round(settings.RATE_LIMIT_BURST / settings.RATE_LIMIT_PER_SECOND))
+            self.requests = RateLimitItemPerSecond(settings.RATE_LIMIT_BURST, window)
+        self.auth_failures: RateLimitItem | None = (
+            RateLimitItemPerMinute(settings.AUTH_FAILURES_PER_MINUTE)
+            if settings.AUTH_FAILURES_PER_MINUTE
+            else None
+        )
 
-    def __init__(self, per_second: float, burst: int, max_clients: int = 10_000) -> None:
-        self.per_second = per_second
-        self.burst = burst
-        self.max_clients = max_clients
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-
-    def retry_after(self, client: str, now: float | None = None) -> float | None:
-        """None when the request may go ahead, else seconds until a token is available."""
-        now = time.monotonic() if now is None else now
-        bucket = self._buckets.pop(client, None) or _Bucket(float(self.burst), now)
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.per_second)
-        bucket.updated = now
-        self._buckets[client] = bucket  # most recently used last
-        if len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
+    async def hit(self, item: RateLimitItem | None, *identity: str) -> float | None:
+        """Count one request; None when it may go ahead, else seconds until it may."""
+        if item is None:
             return None
-        return (1 - bucket.tokens) / self.per_second
+        try:
+            if await self._limiter.hit(item, *identity):
+                return None
+            stats = await self._limiter.get_window_stats(item, *identity)
+        except StorageError as exc:
+            log.warning("rate limits unavailable, request let through: %s", exc)
+            return None
+        return max(stats.reset_time - time.time(), 0.01)
+
+    async def blocked(self, item: RateLimitItem | None, *identity: str) -> float | None:
+        """Without counting: None when a request may go ahead, else seconds until it may."""
+        if item is None:
+            return None
+        try:
+            if await self._limiter.test(item, *identity):
+                return None
+            stats = await self._limiter.get_window_stats(item, *identity)
+        except StorageError as exc:
+            log.warning("rate limits unavailable, request let through: %s", exc)
+            return None
+        return max(stats.reset_time - time.time(), 0.01)
+
+
+def _too_many(detail: str, wait: float) -> HTTPException:
+    return HTTPException(
+        status_code=429,
+        detail=f"{detail}; retry in {wait:.2f} s",
+        headers={"Retry-After": str(math.ceil(wait))},
+    )
 
 
 async def authorize(request: Request) -> str:
@@ -84,13 +125,22 @@ async def authorize(request: Request) -> str:
     One dependency reading the headers itself, as `bearer` and `key_header` would: FastAPI's
     work per dependency (~5 % of a submission's CPU for the four this used to be) is paid once.
     Those two still describe the schemes in the OpenAPI document (`document_client_auth`).
+    The address is the TCP peer's, or X-Forwarded-For's only from TRUSTED_PROXIES (cli.py).
     """
     resources: ApiResources = request.app.state.resources
-    keys = resources.settings.api_keys
+    settings = resources.settings
+    keys = settings.api_keys + settings.admin_api_keys
+    limits: SharedRateLimits = request.app.state.rate_limits
+    address = request.client.host if request.client else "unknown"
+    request.state.admin = False
     if keys:
+        failures = ("auth-failures", address)
+        if (wait := await limits.blocked(limits.auth_failures, *failures)) is not None:
+            raise _too_many("too many failed authentications from this address", wait)
         presented = _presented_key(request)
         key = matching_key(presented, keys) if presented else None
         if key is None:
+            await limits.hit(limits.auth_failures, *failures)
             raise HTTPException(
                 status_code=401,
                 detail="missing or invalid API key: send `Authorization: Bearer <key>` "
@@ -98,18 +148,44 @@ async def authorize(request: Request) -> str:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         client = key_id(key)
+        request.state.admin = key in settings.admin_api_keys
     else:
-        client = request.client.host if request.client else "unknown"
-    limiter: RateLimiter | None = request.app.state.rate_limiter
-    if limiter is not None and (wait := limiter.retry_after(client)) is not None:
-        raise HTTPException(
-            status_code=429,
-            detail=f"rate limit of {limiter.per_second:g} requests/s per client exceeded; "
-            f"retry in {max(wait, 0.01):.2f} s",
-            headers={"Retry-After": str(math.ceil(wait))},
-        )
+        client = address
+    if (wait := await limits.hit(limits.requests, "requests", client)) is not None:
+        raise _too_many(f"rate limit of {limits.per_second:g} requests/s per client exceeded", wait)
     request.state.client_id = client
     return client
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling a client route: whose tasks and analyses it may see and change."""
+
+    # The key's id when keys are on; None with authentication off (`trustcard dev`).
+    owner: str | None
+    admin: bool
+
+    def may_see(self, owner: str | None) -> bool:
+        """With keys on, a task is its submitter's (and the admin keys'); off, everyone's."""
+        return self.owner is None or self.admin or owner == self.owner
+
+    def require_admin(self, what: str) -> None:
+        if self.owner is not None and not self.admin:
+            raise HTTPException(status_code=403, detail=f"{what} needs an admin API key")
+
+
+async def current_caller(request: Request) -> Caller:
+    """The Caller `authorize` (a router dependency, resolved first) identified."""
+    settings = request.app.state.resources.settings
+    keyed = bool(settings.api_keys or settings.admin_api_keys)
+    client: str | None = getattr(request.state, "client_id", None)
+    return Caller(owner=client if keyed else None, admin=getattr(request.state, "admin", False))
+
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorBody, "description": "Needs an admin API key (ADMIN_API_KEYS)"}
+}
 
 
 def _presented_key(request: Request) -> str | None:

@@ -87,17 +87,19 @@ async def submit(
     kwargs: dict[str, Any] | None = None,
     *,
     task_id: str | None = None,
+    owner: str | None = None,
 ) -> TaskRecord:
     """Record the id, then publish the task (see broker_publish: no blocking I/O on the loop).
 
     With the broker and the backend on one Redis server, both writes are one script (see
     record_and_publish); otherwise the record is written, then the message.
     `task_id`: an id chosen by the caller (the analysis routes store it before publishing).
+    `owner`: the submitting key's id; only it (and admin keys) may read or cancel the task.
     """
     settings = res.settings
     await _broker_has_room(res)
     # The HTTP span's ids: the publish and the task's run continue this trace.
-    record = TaskRecord.new(task_id or str(uuid.uuid4()), name, current_trace_ids())
+    record = TaskRecord.new(task_id or str(uuid.uuid4()), name, current_trace_ids(), owner)
     commands = None
     combined = res.record_and_publish
     if combined is not None and combined.enabled:
@@ -316,6 +318,7 @@ async def cancel(res: ApiResources, view: TaskView) -> None:
         view.submitted_at or "",
         trace_id=view.trace_id,
         span_id=view.span_id,
+        owner=view.owner,
     ).cancelled()
     await _guarded(
         "result backend",
@@ -334,6 +337,23 @@ async def cancel(res: ApiResources, view: TaskView) -> None:
         settings.REDIS_TIMEOUT_SECONDS,
         lambda: run_in_threadpool(revoke),
     )
+
+
+async def owned_by(
+    res: ApiResources, active: dict[str, list[dict[str, Any]]], owner: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Only the active tasks whose record names `owner` (records are looked up together)."""
+    ids = [str(task.get("id")) for tasks in active.values() for task in tasks]
+    loaded = await asyncio.gather(*(_load(res, task_id) for task_id in ids))
+    mine = {
+        task_id
+        for task_id, found in zip(ids, loaded, strict=True)
+        if found and found[0].owner == owner
+    }
+    return {
+        worker: [task for task in tasks if str(task.get("id")) in mine]
+        for worker, tasks in active.items()
+    }
 
 
 async def active_tasks(res: ApiResources) -> dict[str, list[dict[str, Any]]]:

@@ -78,6 +78,8 @@ class Analysis(Base):
     percent: Mapped[int] = mapped_column(Integer, default=0)
     task_id: Mapped[str | None] = mapped_column(String(36))
     trace_id: Mapped[str | None] = mapped_column(String(32))
+    # The submitting API key's id (key-<sha256 prefix>); NULL when authentication was off.
+    owner: Mapped[str | None] = mapped_column(String(32), index=True)
     request: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     trust_score: Mapped[float | None] = mapped_column(Float)

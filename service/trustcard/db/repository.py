@@ -46,14 +46,18 @@ def submit_analysis(
     trace_id: str | None = None,
     force: bool = False,
     stale_after: timedelta | None = None,
+    owner: str | None = None,
 ) -> Submission:
     """Create a pending analysis, or return the one already running for this post.
 
     With `force`, a new analysis starts anyway and later submissions join the new one. A
     running analysis that started more than `stale_after` ago cannot be alive (its task is past
     every time limit and redelivery): it is marked failed and a new one starts.
+    Only the same `owner`'s running analysis is joined: another key's starts a new one.
     """
     running = None if force else _running_for(session, shortcode)
+    if running is not None and running.owner != owner:
+        force, running = True, None
     if running is not None and _is_stale(running, stale_after):
         _abandon(session, running, stale_after)
         running = None
@@ -74,6 +78,7 @@ def submit_analysis(
         percent=0,
         task_id=task_id,
         trace_id=trace_id,
+        owner=owner,
         request=request,
         created_at=utc_now(),
     )
@@ -121,10 +126,17 @@ class Page:
     next_cursor: str | None
 
 
-def list_analyses(session: Session, limit: int, cursor: str | None = None) -> Page:
-    """Newest first; `next_cursor` continues after the last item (keyset, stable under inserts)."""
+def list_analyses(
+    session: Session, limit: int, cursor: str | None = None, *, owner: str | None = None
+) -> Page:
+    """Newest first; `next_cursor` continues after the last item (keyset, stable under inserts).
+
+    `owner`: only that key's analyses (None: everyone's).
+    """
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     query = select(Analysis).order_by(Analysis.created_at.desc(), Analysis.id.desc())
+    if owner is not None:
+        query = query.where(Analysis.owner == owner)
     if cursor is not None:
         created_at, last_id = decode_cursor(cursor)
         query = query.where(

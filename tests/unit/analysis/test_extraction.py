@@ -19,6 +19,7 @@ from trustcard.analysis.extraction import (
 from trustcard.analysis.fetch import ExtractionError, FetchLimits
 from trustcard.analysis.pipeline import PipelineConfig, run_pipeline
 from trustcard.analysis.supplied import SuppliedContent
+from trustcard.config import Settings
 
 SHORTCODE = "CxYz123AbCd"
 POST_URL = f"https://www.instagram.com/p/{SHORTCODE}/"
@@ -31,7 +32,7 @@ def _limits(site: PostSite, **overrides: object) -> FetchLimits:
         "max_page_bytes": 64 * 1024,
         "max_media_bytes": 256 * 1024,
         "user_agent": "trustcard-tests",
-        "trusted_hosts": frozenset({"127.0.0.1"}),
+        "trusted_hosts": frozenset({f"127.0.0.1:{site.port}"}),
     }
     values.update(overrides)
     return FetchLimits(**values)  # type: ignore[arg-type]
@@ -241,3 +242,31 @@ def test_caption_parsing_falls_back_to_the_plain_description() -> None:
     )
     assert caption_from_meta(meta) == "Just words & more, no quotes"
     assert meta.all("og:image") == ["/a.jpg"]
+
+
+def test_page_redirect_into_a_private_port_is_refused(site: PostSite) -> None:
+    """A page redirecting to another loopback port (the local Redis) is never fetched."""
+    with PostSite() as internal:  # stands in for Redis: anything listening on loopback
+        internal.routes["/"] = Route(body=og_page(internal, "internal data"))
+        site.routes[f"/p/{SHORTCODE}/"] = Route(302, b"", headers={"Location": internal.url("/")})
+
+        with pytest.raises(ExtractionError, match="non-public address") as caught:
+            extract_fetched(POST_URL, site.base_url, _limits(site))
+        assert caught.value.reason == "blocked"
+        assert internal.hits.get("/") is None
+
+
+def test_trusted_host_rule_matches_the_port_too(site: PostSite) -> None:
+    """Media on the trusted site's host but another port is refused like any private address."""
+    with PostSite() as other_port:
+        other_port.routes["/media/ok.png"] = Route(body=png_with_text(), content_type="image/png")
+        url = other_port.url("/media/ok.png")
+        supplied = SuppliedContent.model_validate({"media": [{"url": url}]})
+
+        # The limits the worker derives from POST_FETCH_BASE_URL (the trusted site).
+        settings = Settings(POST_FETCH_BASE_URL=site.base_url)
+        limits = PipelineConfig.from_settings(settings).fetch_limits()
+        error = extract_supplied(POST_URL, supplied, limits).content.media[0].error
+        assert error is not None
+        assert "refusing a non-public address" in error
+        assert other_port.hits.get("/media/ok.png") is None

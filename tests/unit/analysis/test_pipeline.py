@@ -159,7 +159,7 @@ def test_config_from_settings() -> None:
     assert config.enabled == frozenset({"ai_generated", "fact_check"})
     assert config.analyzer_timeout_seconds == 5
     assert config.post_base_url == "http://127.0.0.1:8080"
-    assert config.fetch_limits().trusted_hosts == frozenset({"127.0.0.1"})
+    assert config.fetch_limits().trusted_hosts == frozenset({"127.0.0.1:8080"})
     assert PipelineConfig.from_settings(Settings()).enabled is None
 
 

@@ -35,7 +35,7 @@ def test_migrate_check_and_import_claims(database_url: str, tmp_path: Path) -> N
     upgraded = _run(database_url, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     assert _run(database_url, "db", "check").returncode == 0
-    assert _run(database_url, "db", "current").stdout.strip() == "0001"
+    assert _run(database_url, "db", "current").stdout.strip() == "0002"
 
     claims_json = tmp_path / "claims.json"
     claims_json.write_text(

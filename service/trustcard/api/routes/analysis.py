@@ -26,6 +26,7 @@ from trustcard.api.schemas import (
     StageResultOut,
     TrustOut,
 )
+from trustcard.api.security import CallerDep
 from trustcard.config import Settings
 from trustcard.db import repository
 from trustcard.db.models import Analysis
@@ -52,7 +53,11 @@ NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No analysis wi
     },
 )
 async def submit_analysis(
-    body: AnalysisRequest, res: ResourcesDep, request: Request, response: Response
+    body: AnalysisRequest,
+    res: ResourcesDep,
+    caller: CallerDep,
+    request: Request,
+    response: Response,
 ) -> AnalysisSubmitted:
     """Queue analysis.process_post for a post; an analysis of it already running is returned."""
     shortcode = body.shortcode
@@ -71,6 +76,7 @@ async def submit_analysis(
             trace_id=trace[0] if trace else None,
             force=body.force,
             stale_after=stale_after(res.settings),
+            owner=caller.owner,
         )
 
     submission = await run_db(res, create)
@@ -89,7 +95,9 @@ async def submit_analysis(
             "returning it (force=true starts a new one)",
         )
     try:
-        await task_queue.submit(res, TASK_NAME, args=[analysis_id], task_id=task_id)
+        await task_queue.submit(
+            res, TASK_NAME, args=[analysis_id], task_id=task_id, owner=caller.owner
+        )
     except DependencyUnavailable as exc:
         if exc.task_id is None:  # else it may have been queued: its task may still run it
             await _fail_unqueued(res, analysis_id, exc)
@@ -130,12 +138,15 @@ def _submitted(
 
 
 @router.get("/{analysis_id}", response_model=AnalysisOut, responses={**NOT_FOUND, **UNAVAILABLE})
-async def get_analysis(analysis_id: uuid.UUID, res: ResourcesDep) -> AnalysisOut:
+async def get_analysis(analysis_id: uuid.UUID, res: ResourcesDep, caller: CallerDep) -> AnalysisOut:
     """The stored analysis: status and stage, per-stage results, trust score, timestamps."""
 
     def load(session: Session) -> tuple[Analysis, AnalysisOut] | None:
         analysis = repository.get_analysis(session, str(analysis_id))
-        return None if analysis is None else (analysis, analysis_out(analysis))
+        # Another key's analysis answers like one that does not exist.
+        if analysis is None or not caller.may_see(analysis.owner):
+            return None
+        return analysis, analysis_out(analysis)
 
     found = await run_db(res, load)
     if found is not None and await settle_if_dead(res, found[0]):
@@ -145,6 +156,7 @@ async def get_analysis(analysis_id: uuid.UUID, res: ResourcesDep) -> AnalysisOut
     return found[1]
 
 
+@router.get("/", response_model=AnalysisPage, include_in_schema=False)
 @router.get(
     "",
     response_model=AnalysisPage,
@@ -152,6 +164,7 @@ async def get_analysis(analysis_id: uuid.UUID, res: ResourcesDep) -> AnalysisOut
 )
 async def list_analyses(
     res: ResourcesDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=repository.MAX_PAGE_SIZE)] = 20,
     cursor: Annotated[
         str | None,
@@ -162,10 +175,11 @@ async def list_analyses(
         ),
     ] = None,
 ) -> AnalysisPage:
-    """Analyses, newest first; follow `next_cursor` for older ones."""
+    """This key's analyses (all for admin keys), newest first; follow `next_cursor`."""
+    owner = None if caller.admin else caller.owner
 
     def page(session: Session) -> AnalysisPage:
-        found = repository.list_analyses(session, limit, cursor)
+        found = repository.list_analyses(session, limit, cursor, owner=owner)
         return AnalysisPage(
             items=[AnalysisSummary(**summary_fields(a)) for a in found.items],
             next_cursor=found.next_cursor,

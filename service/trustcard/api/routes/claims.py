@@ -11,6 +11,7 @@ from trustcard.api.database import run_db
 from trustcard.api.deps import ResourcesDep
 from trustcard.api.routes.analysis import UNAVAILABLE
 from trustcard.api.schemas import ClaimIn, ClaimOut, ClaimPage, ErrorBody
+from trustcard.api.security import ADMIN_ONLY, CallerDep
 from trustcard.db import repository
 from trustcard.db.models import Claim
 
@@ -31,14 +32,16 @@ def claim_out(claim: Claim) -> ClaimOut:
     )
 
 
-@router.post("", status_code=201, response_model=ClaimOut, responses=UNAVAILABLE)
-async def add_claim(body: ClaimIn, res: ResourcesDep) -> ClaimOut:
-    """Add a known false, disputed or misleading claim; analyses started later match it."""
+@router.post("", status_code=201, response_model=ClaimOut, responses={**ADMIN_ONLY, **UNAVAILABLE})
+async def add_claim(body: ClaimIn, res: ResourcesDep, caller: CallerDep) -> ClaimOut:
+    """Add a known false, disputed or misleading claim (an admin key, when keys are on)."""
+    caller.require_admin("changing the shared claims table")
     claim = repository.ClaimInput(text=body.text, verdict=body.verdict, sources=body.sources)
     return await run_db(res, lambda session: claim_out(repository.add_claim(session, claim)))
 
 
 @router.get("", response_model=ClaimPage, responses=UNAVAILABLE)
+@router.get("/", response_model=ClaimPage, include_in_schema=False)
 async def list_claims(
     res: ResourcesDep,
     limit: Annotated[int, Query(ge=1, le=MAX_CLAIMS_PAGE)] = 100,
@@ -58,12 +61,17 @@ async def list_claims(
     "/{claim_id}",
     status_code=204,
     response_class=Response,
-    responses={404: {"model": ErrorBody, "description": "No claim with this id"}, **UNAVAILABLE},
+    responses={
+        404: {"model": ErrorBody, "description": "No claim with this id"},
+        **ADMIN_ONLY,
+        **UNAVAILABLE,
+    },
 )
 async def delete_claim(
-    claim_id: Annotated[int, Path(ge=1, le=MAX_ID)], res: ResourcesDep
+    claim_id: Annotated[int, Path(ge=1, le=MAX_ID)], res: ResourcesDep, caller: CallerDep
 ) -> Response:
-    """Delete a claim; analyses already stored keep their matches."""
+    """Delete a claim (an admin key, when keys are on); stored analyses keep their matches."""
+    caller.require_admin("changing the shared claims table")
     if not await run_db(res, lambda session: repository.delete_claim(session, claim_id)):
         raise HTTPException(status_code=404, detail=f"claim {claim_id} not found")
     return Response(status_code=204)

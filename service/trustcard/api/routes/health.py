@@ -1,4 +1,9 @@
-"""Liveness and dependency health: /health, /health/live, /health/ready."""
+"""Liveness and dependency health: /health, /health/live, /health/ready, /health/detail.
+
+/health and /health/ready (the probe) answer status and one `ok` per dependency: the Ingress
+may route them. URLs, latencies and errors are on /health/detail, which needs an admin key
+when keys are on (`trustcard dev`, keys off: open).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,14 @@ from trustcard.api.database import run_db
 from trustcard.api.deps import ResourcesDep
 from trustcard.api.errors import DependencyUnavailable
 from trustcard.api.resources import ApiResources
-from trustcard.api.schemas import DependencyHealth, Health, Responses
+from trustcard.api.schemas import (
+    DependencyHealth,
+    DependencyOk,
+    Health,
+    HealthSummary,
+    Responses,
+)
+from trustcard.api.security import ADMIN_ONLY, CallerDep
 from trustcard.api.task_queue import UNREACHABLE
 from trustcard.config import Settings, redact_url
 from trustcard.observability.api_metrics import show_eviction_policy
@@ -130,7 +142,7 @@ async def _ping_database(res: ApiResources) -> DependencyHealth:
     return DependencyHealth(ok=True, url=url, latency_ms=latency)
 
 
-async def _health(res: ResourcesDep) -> JSONResponse:
+async def _health(res: ResourcesDep) -> Health:
     settings = res.settings
     broker, backend, database = await asyncio.gather(
         _check_redis(res.broker, settings.broker_url, "broker", settings, res.broker_memory),
@@ -138,12 +150,11 @@ async def _health(res: ResourcesDep) -> JSONResponse:
         _ping_database(res),
     )
     healthy = broker.ok and backend.ok and database.ok
-    body = Health(
+    return Health(
         status="ok" if healthy else "degraded",
         version=__version__,
         dependencies={"broker": broker, "result_backend": backend, "database": database},
     )
-    return JSONResponse(status_code=200 if healthy else 503, content=body.model_dump())
 
 
 async def report_eviction_policies(res: ApiResources) -> None:
@@ -155,22 +166,50 @@ async def report_eviction_policies(res: ApiResources) -> None:
     )
 
 
-HEALTH_RESPONSES: Responses = {
-    503: {"model": Health, "description": "A dependency is down (named in the body)"}
+def _answer(body: Health | HealthSummary) -> JSONResponse:
+    return JSONResponse(status_code=200 if body.status == "ok" else 503, content=body.model_dump())
+
+
+async def _summary(res: ResourcesDep) -> JSONResponse:
+    detail = await _health(res)
+    deps = {name: DependencyOk(ok=dep.ok) for name, dep in detail.dependencies.items()}
+    return _answer(HealthSummary(status=detail.status, dependencies=deps))
+
+
+SUMMARY_RESPONSES: Responses = {
+    503: {"model": HealthSummary, "description": "A dependency is down (named in the body)"}
 }
 
 
-@router.get("/health", response_model=Health, responses=HEALTH_RESPONSES)
+@router.get("/health", response_model=HealthSummary, responses=SUMMARY_RESPONSES)
 async def health(res: ResourcesDep) -> JSONResponse:
-    """The process answers, plus the state of the Redis broker, result backend and database."""
-    return await _health(res)
+    """The process answers, plus whether the broker, result backend and database do."""
+    return await _summary(res)
 
 
-@router.get("/health/ready", response_model=Health, responses=HEALTH_RESPONSES)
+@router.get("/health/ready", response_model=HealthSummary, responses=SUMMARY_RESPONSES)
 async def readiness(res: ResourcesDep) -> JSONResponse:
     """Readiness probe: 200 only while broker, backend and database answer and accept writes,
     and Redis may not evict our keys (REDIS_EVICTION_POLICY_CHECK)."""
-    return await _health(res)
+    return await _summary(res)
+
+
+# Included with the client routes' authentication (main.py), unlike the probes above.
+detail_router = APIRouter(tags=["health"])
+
+
+@detail_router.get(
+    "/health/detail",
+    response_model=Health,
+    responses={
+        503: {"model": Health, "description": "A dependency is down (with the error)"},
+        **ADMIN_ONLY,
+    },
+)
+async def health_detail(res: ResourcesDep, caller: CallerDep) -> JSONResponse:
+    """Each dependency's redacted URL, latency and error: for operators (an admin key)."""
+    caller.require_admin("the health detail")
+    return _answer(await _health(res))
 
 
 @router.get("/health/live")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from trustcard.api import task_queue
 from trustcard.api.deps import ResourcesDep
 from trustcard.api.schemas import ActiveTasks, ErrorBody, Responses, TaskCancelled, TaskState
+from trustcard.api.security import Caller, CallerDep
 from trustcard.observability.tracing import link_current_span
 from trustcard.task_status import TaskView
 
@@ -32,17 +33,21 @@ def _not_found(task_id: str) -> HTTPException:
     )
 
 
-async def _view_or_404(res: ResourcesDep, task_id: uuid.UUID) -> TaskView:
+async def _view_or_404(res: ResourcesDep, task_id: uuid.UUID, caller: Caller) -> TaskView:
+    """The task, or 404 when it does not exist or belongs to another key (no oracle)."""
     view = await task_queue.lookup(res, str(task_id))
-    if view is None:
+    if view is None or not caller.may_see(view.owner):
         raise _not_found(str(task_id))
     return view
 
 
 @router.get("/", response_model=ActiveTasks, responses=UNAVAILABLE)
-async def list_active_tasks(res: ResourcesDep) -> ActiveTasks:
-    """Tasks the live workers are running now, per worker (answers within ~1.5 s)."""
+@router.get("", response_model=ActiveTasks, include_in_schema=False)
+async def list_active_tasks(res: ResourcesDep, caller: CallerDep) -> ActiveTasks:
+    """Tasks the live workers are running now, per worker: this key's (all for admin keys)."""
     active = await task_queue.active_tasks(res)
+    if caller.owner is not None and not caller.admin:
+        active = await task_queue.owned_by(res, active, caller.owner)
     return ActiveTasks(active_tasks=active, count=sum(len(tasks) for tasks in active.values()))
 
 
@@ -51,6 +56,7 @@ async def get_task(
     task_id: TaskIdPath,
     res: ResourcesDep,
     request: Request,
+    caller: CallerDep,
     wait: Annotated[
         float,
         Query(
@@ -64,6 +70,7 @@ async def get_task(
     ] = 0,
 ) -> TaskState:
     """Status, result or error, and progress of a submitted task."""
+    view = await _view_or_404(res, task_id, caller)
     # Set by `authorize` (the router's dependency): the API key's id, or the address.
     client: str = getattr(request.state, "client_id", "unknown")
     with res.long_poll_slots.hold(client) if wait > 0 else nullcontext(False) as waiting:
@@ -72,8 +79,6 @@ async def get_task(
             if waited is None:
                 raise _not_found(str(task_id))
             view = waited
-        else:
-            view = await _view_or_404(res, task_id)
     if view.trace_id and view.span_id:
         # A poll is its own trace; the link leads from it to the task's.
         link_current_span(view.trace_id, view.span_id)
@@ -100,9 +105,9 @@ async def get_task(
         409: {"model": ErrorBody, "description": "Already finished"},
     },
 )
-async def cancel_task(task_id: TaskIdPath, res: ResourcesDep) -> TaskCancelled:
+async def cancel_task(task_id: TaskIdPath, res: ResourcesDep, caller: CallerDep) -> TaskCancelled:
     """Cancel a queued task (it never runs) or stop a running one."""
-    view = await _view_or_404(res, task_id)
+    view = await _view_or_404(res, task_id, caller)
     if view.status.finished:
         raise HTTPException(
             status_code=409,

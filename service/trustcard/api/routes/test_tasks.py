@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from trustcard.api import task_queue
 from trustcard.api.deps import ResourcesDep
 from trustcard.api.schemas import ErrorBody, Responses, TaskSubmitted
+from trustcard.api.security import current_caller
 from trustcard.tasks.limits import (
     DEFAULT_STAGE_SECONDS,
     MAX_ADD_OPERAND,
@@ -25,7 +26,8 @@ SUBMIT_RESPONSES: Responses = {
 
 
 async def _submit(res: ResourcesDep, request: Request, name: str, **kwargs: Any) -> TaskSubmitted:
-    record = await task_queue.submit(res, name, kwargs=kwargs)
+    owner = (await current_caller(request)).owner
+    record = await task_queue.submit(res, name, kwargs=kwargs, owner=owner)
     return TaskSubmitted(
         task_id=record.task_id,
         message=f"Task {name} submitted to queue analysis",
