@@ -34,7 +34,7 @@ def view(status: TaskStatus, error: str | None = None) -> TaskView:
 def test_a_failed_or_cancelled_task_means_dead(status: str) -> None:
     reason = dead_reason(status, NOW, view(TaskStatus.FAILED, "OperationalError: gone"), NOW)
     assert reason == "its task ended failed: OperationalError: gone"
-    assert dead_reason(status, NOW, view(TaskStatus.CANCELLED), NOW) == "its task ended cancelled"
+    assert dead_reason(status, NOW, view(TaskStatus.CANCELLED), NOW) == "cancelled (task t revoked)"
 
 
 def test_a_completed_task_with_a_running_row_means_the_result_was_lost() -> None:

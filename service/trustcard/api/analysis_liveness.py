@@ -37,9 +37,12 @@ def dead_reason(
         if now - created_at <= RECORD_GRACE:
             return None
         return "its task is gone (no record in the result backend: expired, or Redis lost it)"
-    if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+    if task.status is TaskStatus.CANCELLED:
+        # The worker's own wording (tasks.analysis_tasks.mark_cancelled): one reason either way.
+        return f"cancelled (task {task.task_id} revoked)"
+    if task.status is TaskStatus.FAILED:
         detail = f": {task.error}" if task.error else ""
-        return f"its task ended {task.status.value}{detail}"
+        return f"its task ended failed{detail}"
     if task.status is TaskStatus.COMPLETED:
         return "its task completed, but the result never reached the database"
     return None
