@@ -146,6 +146,9 @@ def test_long_polls_are_bounded_per_client_and_cannot_starve_others(tmp_path: Pa
             # No worker: these stay pending, so every wait lasts its full time.
             task = client.post("/tasks/test/add", params={"x": 1, "y": 1}, headers=a).json()
             task_id = task["task_id"]
+            # Tasks belong to their key: b reads and waits on a task of its own.
+            own = client.post("/tasks/test/add", params={"x": 2, "y": 2}, headers=b).json()
+            b_task_id = own["task_id"]
 
         async def run() -> tuple[Counter[int], Counter[int], Counter[int], float]:
             # One connection per request: no kept-alive connection the server may have closed
@@ -163,13 +166,13 @@ def test_long_polls_are_bounded_per_client_and_cannot_starve_others(tmp_path: Pa
                 await asyncio.sleep(1.5)  # the greedy waits are parked on Redis by now
                 started = time.monotonic()
                 other_reads = await asyncio.gather(
-                    *(http.get(f"/tasks/{task_id}", headers=b) for _ in range(20)),
+                    *(http.get(f"/tasks/{b_task_id}", headers=b) for _ in range(20)),
                     *(http.get("/health/ready") for _ in range(5)),
                 )
                 # b's own waits: 10 slots are left of LONG_POLL_MAX; the others answer at once.
                 other_waits = await asyncio.gather(
                     *(
-                        http.get(f"/tasks/{task_id}", params={"wait": 2}, headers=b)
+                        http.get(f"/tasks/{b_task_id}", params={"wait": 2}, headers=b)
                         for _ in range(20)
                     )
                 )

@@ -70,10 +70,12 @@ async def get_task(
     ] = 0,
 ) -> TaskState:
     """Status, result or error, and progress of a submitted task."""
-    view = await _view_or_404(res, task_id, caller)
     # Set by `authorize` (the router's dependency): the API key's id, or the address.
     client: str = getattr(request.state, "client_id", "unknown")
+    # The slot first: a client over its share gets 429 before it uses any Redis connection.
     with res.long_poll_slots.hold(client) if wait > 0 else nullcontext(False) as waiting:
+        # Another key's task answers 404 like one never issued (ownership, before any wait).
+        view = await _view_or_404(res, task_id, caller)
         if waiting:
             waited = await task_queue.wait_until_finished(res, str(task_id), wait)
             if waited is None:
