@@ -12,6 +12,7 @@ import hmac
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -86,23 +87,22 @@ class SharedRateLimits:
 
     async def hit(self, item: RateLimitItem | None, *identity: str) -> float | None:
         """Count one request; None when it may go ahead, else seconds until it may."""
-        if item is None:
-            return None
-        try:
-            if await self._limiter.hit(item, *identity):
-                return None
-            stats = await self._limiter.get_window_stats(item, *identity)
-        except StorageError as exc:
-            log.warning("rate limits unavailable, request let through: %s", exc)
-            return None
-        return max(stats.reset_time - time.time(), 0.01)
+        return await self._retry_after(self._limiter.hit, item, identity)
 
     async def blocked(self, item: RateLimitItem | None, *identity: str) -> float | None:
         """Without counting: None when a request may go ahead, else seconds until it may."""
+        return await self._retry_after(self._limiter.test, item, identity)
+
+    async def _retry_after(
+        self,
+        allowed: Callable[..., Awaitable[bool]],
+        item: RateLimitItem | None,
+        identity: tuple[str, ...],
+    ) -> float | None:
         if item is None:
             return None
         try:
-            if await self._limiter.test(item, *identity):
+            if await allowed(item, *identity):
                 return None
             stats = await self._limiter.get_window_stats(item, *identity)
         except StorageError as exc:
