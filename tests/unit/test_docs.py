@@ -88,6 +88,21 @@ def test_link_checker_catches_a_broken_link(tmp_path: Path) -> None:
     ]
 
 
+# The curl commands of the service's original guide, which the README's walk-through runs as is.
+GUIDE_COMMANDS = (
+    'curl -X POST "http://localhost:8000/tasks/test/add?x=5&y=3"',
+    'curl -X POST "http://localhost:8000/tasks/test/long"',
+    "curl http://localhost:8000/tasks/",
+    "curl http://localhost:8000/tasks/abc-123",
+    "curl http://localhost:8000/health",
+)
+
+
+def test_readme_walk_through_keeps_the_guide_commands() -> None:
+    readme = README.read_text()
+    assert [c for c in GUIDE_COMMANDS if f"$ {c}" not in readme] == []
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The site, built once with --strict (warnings are errors)."""
