@@ -43,6 +43,15 @@ def _options(
     ] = False,
 ) -> None:
     """Options before the command (--version)."""
+    # Every command's log lines (alembic's, the dev stack's) in LOG_FORMAT, like API and worker.
+    # A bad setting is reported by the command itself (_settings_or_exit), not here.
+    from trustcard.observability.logs import configure_logging
+
+    try:
+        settings = get_settings()
+    except ConfigError:
+        return
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
 
 
 def _settings_or_exit() -> Settings:
@@ -116,7 +125,8 @@ def api(
         host=host,
         port=port,
         workers=workers,
-        access_log=access_log,
+        # Access lines come from api/request_guard.py (as fields, with route and request id).
+        access_log=False,
         # Our handler (text or JSON, with trace ids) instead of uvicorn's own config.
         log_config=None,
         log_level=settings.LOG_LEVEL.lower(),
@@ -134,9 +144,8 @@ def _configure_api_logging() -> None:
 
     settings = get_settings()
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
-    if os.environ.get(ACCESS_LOG_ENV, "true").lower() in ("false", "0", "no", "off"):
-        # uvicorn writes access lines only while this logger reaches a handler.
-        logging.getLogger("uvicorn.access").propagate = False
+    off = os.environ.get(ACCESS_LOG_ENV, "true").lower() in ("false", "0", "no", "off")
+    logging.getLogger("trustcard.access").disabled = off
 
 
 def api_app() -> FastAPI:
@@ -162,6 +171,8 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
         "trustcard@%h",
         "--loglevel",
         settings.LOG_LEVEL,
+        # The start-up banner is printed, not logged: a JSON log stream must not carry it.
+        *(["--quiet"] if settings.LOG_FORMAT == "json" else []),
         # Mingle's start-up `hello` broadcast writes (reply queue) and so exits against a full
         # Redis (issue 14.4); what it syncs, revoked ids, load_cancellations reads instead.
         *([] if "--without-mingle" in extra else ["--without-mingle"]),

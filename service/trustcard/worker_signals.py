@@ -24,7 +24,7 @@ from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
 from trustcard.config import get_settings
-from trustcard.observability.logs import configure_logging
+from trustcard.observability.logs import configure_logging, say_as_json
 from trustcard.observability.tracing import (
     instrument_worker_process,
     log_worker_tracing,
@@ -141,3 +141,8 @@ def use_our_logging(loglevel: Any = None, **_: Any) -> None:
     """Replace Celery's log setup: same handler and formats (text or JSON) as the API."""
     settings = get_settings()
     configure_logging(loglevel or settings.LOG_LEVEL, settings.LOG_FORMAT)
+    if settings.LOG_FORMAT == "json":
+        # Celery prints its shutdown messages outside logging: JSON lines like the rest.
+        import celery.apps.worker
+
+        celery.apps.worker.safe_say = say_as_json
