@@ -24,6 +24,7 @@ from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
 from trustcard.config import get_settings
+from trustcard.observability.analysis_metrics import start_analysis_metrics
 from trustcard.observability.logs import configure_logging, say_as_json
 from trustcard.observability.tracing import (
     instrument_worker_process,
@@ -122,6 +123,8 @@ def mark_shutting_down(**_: Any) -> None:
 @worker_init.connect
 def prepare_main_process(**_: Any) -> None:
     prepare_worker_tracing()
+    # Before the pool forks: children send each analysis's outcome to this process.
+    start_analysis_metrics(WORKER_METRICS.registry)
 
 
 @worker_shutdown.connect
