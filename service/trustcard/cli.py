@@ -164,6 +164,8 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
         "celery",
         "--app",
         "trustcard.celery_app:celery_app",
+        # The start-up banner is printed, not logged: a JSON log stream must not carry it.
+        *(["--quiet"] if settings.LOG_FORMAT == "json" else []),
         "worker",
         "--queues",
         QUEUE,
@@ -171,8 +173,6 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
         "trustcard@%h",
         "--loglevel",
         settings.LOG_LEVEL,
-        # The start-up banner is printed, not logged: a JSON log stream must not carry it.
-        *(["--quiet"] if settings.LOG_FORMAT == "json" else []),
         # Mingle's start-up `hello` broadcast writes (reply queue) and so exits against a full
         # Redis (issue 14.4); what it syncs, revoked ids, load_cancellations reads instead.
         *([] if "--without-mingle" in extra else ["--without-mingle"]),
@@ -187,6 +187,9 @@ def worker(ctx: typer.Context) -> None:
     _redis_or_exit(settings)
     _schema_at_head_or_exit(settings)
     argv = worker_argv(settings, list(ctx.args))
+    from trustcard.worker_signals import EARLY_LOGGING_ENV
+
+    os.environ[EARLY_LOGGING_ENV] = "1"
     # exec, not a child: on Kubernetes SIGTERM must reach Celery itself for a warm shutdown.
     os.execv(argv[0], argv)  # noqa: S606 - argv is built here, no shell involved
 

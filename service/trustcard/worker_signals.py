@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -139,6 +140,11 @@ def init_pool_child(**_: Any) -> None:
     instrument_worker_process()
 
 
+# Set by `trustcard worker` for the Celery it execs: Celery warns (running as root, pickle)
+# before it sets logging up, so our handler must be in place from the app's import.
+EARLY_LOGGING_ENV = "TRUSTCARD_WORKER_EARLY_LOGGING"
+
+
 @setup_logging.connect
 def use_our_logging(loglevel: Any = None, **_: Any) -> None:
     """Replace Celery's log setup: same handler and formats (text or JSON) as the API."""
@@ -149,3 +155,7 @@ def use_our_logging(loglevel: Any = None, **_: Any) -> None:
         import celery.apps.worker
 
         celery.apps.worker.safe_say = say_as_json
+
+
+if os.environ.pop(EARLY_LOGGING_ENV, ""):
+    use_our_logging()

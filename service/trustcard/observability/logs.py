@@ -112,6 +112,8 @@ def configure_logging(level: str | int, fmt: Literal["text", "json"]) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # Access lines come from trustcard.access (api/request_guard.py), with the route and request id.
+    logging.getLogger("uvicorn.access").propagate = False
 
 
 def say_as_json(message: str, stream: Any = sys.__stderr__) -> None:
