@@ -112,6 +112,8 @@ def configure_logging(level: str | int, fmt: Literal["text", "json"]) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    # Alembic's INFO lines (plugins set up, DDL mode) on every schema check are noise.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     # Access lines come from trustcard.access (api/request_guard.py), with the route and request id.
     logging.getLogger("uvicorn.access").propagate = False
 
