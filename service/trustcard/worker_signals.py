@@ -140,6 +140,13 @@ def init_pool_child(**_: Any) -> None:
     instrument_worker_process()
 
 
+@celeryd_after_setup.connect
+def log_startup_banner(instance: Any = None, **_: Any) -> None:
+    """JSON mode runs `celery --quiet` (the banner is printed, not logged): log its facts."""
+    if instance is not None and getattr(instance, "quiet", False):
+        log.info("worker start-up:%s", instance.startup_info(artlines=False))
+
+
 # Set by `trustcard worker` for the Celery it execs: Celery warns (running as root, pickle)
 # before it sets logging up, so our handler must be in place from the app's import.
 EARLY_LOGGING_ENV = "TRUSTCARD_WORKER_EARLY_LOGGING"
