@@ -187,7 +187,7 @@ def worker(ctx: typer.Context) -> None:
     _redis_or_exit(settings)
     _schema_at_head_or_exit(settings)
     argv = worker_argv(settings, list(ctx.args))
-    from trustcard.worker_signals import EARLY_LOGGING_ENV
+    from trustcard.observability.logs import EARLY_LOGGING_ENV
 
     os.environ[EARLY_LOGGING_ENV] = "1"
     # exec, not a child: on Kubernetes SIGTERM must reach Celery itself for a warm shutdown.

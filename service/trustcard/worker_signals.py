@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from trustcard.config import get_settings
 from trustcard.observability.analysis_metrics import start_analysis_metrics
-from trustcard.observability.logs import configure_logging, say_as_json
+from trustcard.observability.logs import EARLY_LOGGING_ENV, configure_logging, say_as_json
 from trustcard.observability.tracing import (
     instrument_worker_process,
     log_worker_tracing,
@@ -147,11 +147,6 @@ def log_startup_banner(instance: Any = None, **_: Any) -> None:
         log.info("worker start-up:%s", instance.startup_info(artlines=False))
 
 
-# Set by `trustcard worker` for the Celery it execs: Celery warns (running as root, pickle)
-# before it sets logging up, so our handler must be in place from the app's import.
-EARLY_LOGGING_ENV = "TRUSTCARD_WORKER_EARLY_LOGGING"
-
-
 @setup_logging.connect
 def use_our_logging(loglevel: Any = None, **_: Any) -> None:
     """Replace Celery's log setup: same handler and formats (text or JSON) as the API."""
@@ -164,5 +159,7 @@ def use_our_logging(loglevel: Any = None, **_: Any) -> None:
         celery.apps.worker.safe_say = say_as_json
 
 
+# `trustcard worker` asks for it: Celery warns (running as root, pickle) before it sets logging
+# up, so our handler must be in place from the app's import.
 if os.environ.pop(EARLY_LOGGING_ENV, ""):
     use_our_logging()

@@ -33,6 +33,8 @@ JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger", "proc
 # text format's prefix, Celery's `data` (the task's id and name become task_id/task_name).
 HIDDEN_ATTRS = (*RESERVED_ATTRS, "color_message", "task_prefix", "data", "taskName")
 
+# Set by `trustcard worker` for the Celery it execs: configure logging at the app's import.
+EARLY_LOGGING_ENV = "TRUSTCARD_WORKER_EARLY_LOGGING"
 # The API request being answered (set by api/request_guard.py).
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="")
 
