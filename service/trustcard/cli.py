@@ -33,8 +33,13 @@ def _print_version(requested: bool) -> None:
         raise typer.Exit()
 
 
+# Commands that log nothing: the liveness probe runs every few seconds and must start fast.
+QUIET_COMMANDS = frozenset({"worker-alive"})
+
+
 @cli.callback()
 def _options(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -45,6 +50,8 @@ def _options(
     """Options before the command (--version)."""
     # Every command's log lines (alembic's, the dev stack's) in LOG_FORMAT, like API and worker.
     # A bad setting is reported by the command itself (_settings_or_exit), not here.
+    if ctx.invoked_subcommand in QUIET_COMMANDS:
+        return
     from trustcard.observability.logs import configure_logging
 
     try:
