@@ -33,8 +33,13 @@ def _print_version(requested: bool) -> None:
         raise typer.Exit()
 
 
+# Commands that log nothing: the liveness probe runs every few seconds and must start fast.
+QUIET_COMMANDS = frozenset({"worker-alive"})
+
+
 @cli.callback()
 def _options(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -43,6 +48,17 @@ def _options(
     ] = False,
 ) -> None:
     """Options before the command (--version)."""
+    # Every command's log lines (alembic's, the dev stack's) in LOG_FORMAT, like API and worker.
+    # A bad setting is reported by the command itself (_settings_or_exit), not here.
+    if ctx.invoked_subcommand in QUIET_COMMANDS:
+        return
+    from trustcard.observability.logs import configure_logging
+
+    try:
+        settings = get_settings()
+    except ConfigError:
+        return
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
 
 
 def _settings_or_exit() -> Settings:
@@ -116,7 +132,8 @@ def api(
         host=host,
         port=port,
         workers=workers,
-        access_log=access_log,
+        # Access lines come from api/request_guard.py (as fields, with route and request id).
+        access_log=False,
         # Our handler (text or JSON, with trace ids) instead of uvicorn's own config.
         log_config=None,
         log_level=settings.LOG_LEVEL.lower(),
@@ -134,9 +151,8 @@ def _configure_api_logging() -> None:
 
     settings = get_settings()
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
-    if os.environ.get(ACCESS_LOG_ENV, "true").lower() in ("false", "0", "no", "off"):
-        # uvicorn writes access lines only while this logger reaches a handler.
-        logging.getLogger("uvicorn.access").propagate = False
+    off = os.environ.get(ACCESS_LOG_ENV, "true").lower() in ("false", "0", "no", "off")
+    logging.getLogger("trustcard.access").disabled = off
 
 
 def api_app() -> FastAPI:
@@ -155,6 +171,8 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
         "celery",
         "--app",
         "trustcard.celery_app:celery_app",
+        # The start-up banner is printed, not logged: a JSON log stream must not carry it.
+        *(["--quiet"] if settings.LOG_FORMAT == "json" else []),
         "worker",
         "--queues",
         QUEUE,
@@ -176,6 +194,9 @@ def worker(ctx: typer.Context) -> None:
     _redis_or_exit(settings)
     _schema_at_head_or_exit(settings)
     argv = worker_argv(settings, list(ctx.args))
+    from trustcard.observability.logs import EARLY_LOGGING_ENV
+
+    os.environ[EARLY_LOGGING_ENV] = "1"
     # exec, not a child: on Kubernetes SIGTERM must reach Celery itself for a warm shutdown.
     os.execv(argv[0], argv)  # noqa: S606 - argv is built here, no shell involved
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -24,7 +25,8 @@ from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
 from trustcard.config import get_settings
-from trustcard.observability.logs import configure_logging
+from trustcard.observability.analysis_metrics import start_analysis_metrics
+from trustcard.observability.logs import EARLY_LOGGING_ENV, configure_logging, say_as_json
 from trustcard.observability.tracing import (
     instrument_worker_process,
     log_worker_tracing,
@@ -122,6 +124,8 @@ def mark_shutting_down(**_: Any) -> None:
 @worker_init.connect
 def prepare_main_process(**_: Any) -> None:
     prepare_worker_tracing()
+    # Before the pool forks: children send each analysis's outcome to this process.
+    start_analysis_metrics(WORKER_METRICS.registry)
 
 
 @worker_shutdown.connect
@@ -136,8 +140,26 @@ def init_pool_child(**_: Any) -> None:
     instrument_worker_process()
 
 
+@celeryd_after_setup.connect
+def log_startup_banner(instance: Any = None, **_: Any) -> None:
+    """JSON mode runs `celery --quiet` (the banner is printed, not logged): log its facts."""
+    if instance is not None and getattr(instance, "quiet", False):
+        log.info("worker start-up:%s", instance.startup_info(artlines=False))
+
+
 @setup_logging.connect
 def use_our_logging(loglevel: Any = None, **_: Any) -> None:
     """Replace Celery's log setup: same handler and formats (text or JSON) as the API."""
     settings = get_settings()
     configure_logging(loglevel or settings.LOG_LEVEL, settings.LOG_FORMAT)
+    if settings.LOG_FORMAT == "json":
+        # Celery prints its shutdown messages outside logging: JSON lines like the rest.
+        import celery.apps.worker
+
+        celery.apps.worker.safe_say = say_as_json
+
+
+# `trustcard worker` asks for it: Celery warns (running as root, pickle) before it sets logging
+# up, so our handler must be in place from the app's import.
+if os.environ.pop(EARLY_LOGGING_ENV, ""):
+    use_our_logging()

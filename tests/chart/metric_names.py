@@ -92,6 +92,19 @@ CONTRACT: dict[str, Metric] = {
         ),
         ("trustcard_worker_processes", ()),
     ),
+    # The analysis pipeline's, counted in the worker's main process (analysis_metrics.py).
+    **_metrics(
+        "worker",
+        "counter",
+        ("trustcard_analysis_extractions_total", ("source", "outcome")),
+        ("trustcard_analysis_analyzer_results_total", ("analyzer", "status")),
+        ("trustcard_analysis_trust_labels_total", ("label",)),
+    ),
+    **_metrics(
+        "worker",
+        "histogram",
+        ("trustcard_analysis_stage_duration_seconds", ("stage",)),
+    ),
 }
 # Metrics of other exporters the dashboard may show (optional panels), with their labels.
 EXTERNAL: dict[str, tuple[str, ...]] = {

@@ -56,6 +56,7 @@ ALERTS = {
     "redisUnreachable": "TrustcardRedisUnreachable",
     "queueMetricsAbsent": "TrustcardQueueMetricsAbsent",
     "apiErrorRatio": "TrustcardApiErrorRatioHigh",
+    "analysisExtractionFailureRatio": "TrustcardAnalysisExtractionFailureRatioHigh",
     "redisEvictionPolicy": "TrustcardRedisEvictionPolicyUnsafe",
 }
 # What tests/chart/promtool/rules-test.yaml was written for (its header says the same).
@@ -67,6 +68,7 @@ PROMTOOL_TEST_DEFAULTS: dict[str, dict[str, float | str]] = {
     "redisUnreachable": {"for": "5m"},
     "queueMetricsAbsent": {"for": "10m"},
     "apiErrorRatio": {"threshold": 0.05, "for": "10m"},
+    "analysisExtractionFailureRatio": {"threshold": 0.5, "for": "15m"},
     "redisEvictionPolicy": {"for": "5m"},
 }
 
@@ -326,7 +328,10 @@ class TestPrometheusOperatorObjects:
             "monitoring": {
                 "prometheusRule": {
                     "enabled": True,
-                    "alerts": {"apiErrorRatio": {"enabled": False}},
+                    "alerts": {
+                        "apiErrorRatio": {"enabled": False},
+                        "analysisExtractionFailureRatio": {"enabled": False},
+                    },
                 }
             },
             "exporter": {"enabled": False},
@@ -388,7 +393,7 @@ class TestRulesWithPromtool:
         rules = _write_rules(rendered_rule_groups(), tmp_path / "trustcard-rules.yaml")
         result = _run_promtool("check", "rules", str(rules))
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "SUCCESS: 22 rules found" in result.stdout
+        assert "SUCCESS: 24 rules found" in result.stdout
 
     def test_promtool_unit_tests_pass(self, tmp_path: Path) -> None:
         _write_rules(rendered_rule_groups(), tmp_path / "trustcard-rules.yaml")

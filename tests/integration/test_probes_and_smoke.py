@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -44,7 +45,8 @@ def test_worker_alive_fails_on_stale_or_missing_heartbeat(tmp_path: Path) -> Non
     env = {**os.environ, "WORKER_HEARTBEAT_FILE": str(stale)}
     result = _run("worker-alive", "--max-age", "60", env=env)
     assert result.returncode == 1
-    assert "heartbeat is 120 s old" in result.stderr
+    # 120 s, plus the command's own start-up on a busy machine.
+    assert re.search(r"heartbeat is 12\d s old", result.stderr), result.stderr
 
     missing = _run("worker-alive", env={**os.environ, "WORKER_HEARTBEAT_FILE": str(tmp_path / "x")})
     assert missing.returncode == 1

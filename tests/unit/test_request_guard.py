@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -97,3 +100,35 @@ def test_refusals_and_answers_are_counted_by_route_template() -> None:
         before[0] + 1,
         before[1] + 1,
     )
+
+
+def _post_with_id(app: RequestGuard, request_id: str) -> httpx.Response:
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://guard") as client:
+            return await client.post("/guarded/echo", headers={"X-Request-ID": request_id})
+
+    return asyncio.run(post())
+
+
+def test_a_plain_request_id_is_echoed_and_anything_else_replaced() -> None:
+    app = _app([])
+    assert _post_with_id(app, "abc-123_x.y:z").headers["x-request-id"] == "abc-123_x.y:z"
+    for unusable in ("two words", "x" * 129, '"quoted"', ""):
+        answered = _post_with_id(app, unusable).headers["x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", answered), (unusable, answered)
+
+
+def test_the_access_line_carries_the_request_as_fields(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="trustcard.access"):
+        _post_with_id(_app([]), "req-7")
+    (record,) = [r for r in caplog.records if r.name == "trustcard.access"]
+    fields = {k: getattr(record, k) for k in ("method", "route", "path", "status", "request_id")}
+    assert fields == {
+        "method": "POST",
+        "route": "/guarded/echo",
+        "path": "/guarded/echo",
+        "status": 200,
+        "request_id": "req-7",
+    }
+    assert getattr(record, "duration_ms") >= 0  # noqa: B009 - an `extra` field

@@ -149,6 +149,7 @@ def extract_fetched(url: str, base_url: str, limits: FetchLimits) -> Extraction:
                 "no_metadata",
                 f"post page {page_url} has no post metadata (no OpenGraph caption or media): "
                 "a login wall or an error page",
+                "no_metadata",
             )
         budget = time.monotonic() + MEDIA_TIME_BUDGET_FACTOR * limits.timeout_seconds
         media = [

@@ -10,7 +10,7 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -18,6 +18,23 @@ import httpx
 ExtractionFailure = Literal[
     "blocked", "unreachable", "not_found", "too_large", "not_html", "no_metadata"
 ]
+# Why a post page could not be had, finer than ExtractionFailure: a metric label
+# (trustcard_analysis_extractions_total{outcome}), so a fixed set, never free text.
+FetchCause = Literal[
+    "login_wall",
+    "forbidden",
+    "rate_limited",
+    "not_found",
+    "timeout",
+    "connect_failed",
+    "http_error",
+    "refused_address",
+    "too_many_redirects",
+    "too_large",
+    "not_html",
+    "no_metadata",
+]
+FETCH_CAUSES: tuple[FetchCause, ...] = get_args(FetchCause)
 MAX_REDIRECTS = 3
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 # Where a login wall sends anonymous visitors (Instagram: /accounts/login/, /challenge/).
@@ -27,9 +44,10 @@ LOGIN_PATH_MARKERS = ("/accounts/login", "/login", "/challenge", "/signin", "/si
 class ExtractionError(Exception):
     """The post's content could not be obtained; str() is one readable sentence."""
 
-    def __init__(self, reason: ExtractionFailure, message: str) -> None:
+    def __init__(self, reason: ExtractionFailure, message: str, cause: FetchCause) -> None:
         super().__init__(message)
         self.reason = reason
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -74,18 +92,22 @@ def fetch_page(client: httpx.Client, url: str, limits: FetchLimits) -> Download:
     except ExtractionError:
         raise
     except DownloadRefused as exc:
-        raise ExtractionError("too_large", f"post page {url}: {exc}") from None
+        raise ExtractionError("too_large", f"post page {url}: {exc}", "too_large") from None
     except httpx.TimeoutException:
         raise ExtractionError(
             "unreachable",
             f"post page {url}: no complete answer within {limits.timeout_seconds:g} s",
+            "timeout",
         ) from None
     except httpx.HTTPError as exc:
-        raise ExtractionError("unreachable", f"post page {url}: {_describe(exc)}") from None
+        raise ExtractionError(
+            "unreachable", f"post page {url}: {_describe(exc)}", "connect_failed"
+        ) from None
     if download.content_type not in HTML_TYPES:
         raise ExtractionError(
             "not_html",
             f"post page {url}: expected HTML, got {download.content_type or 'no content type'}",
+            "not_html",
         )
     return download
 
@@ -115,7 +137,9 @@ def _get(
                 _require_public_address(url, limits.trusted_hosts)
             except DownloadRefused as exc:
                 if page:
-                    raise ExtractionError("blocked", f"post page redirect refused: {exc}") from None
+                    raise ExtractionError(
+                        "blocked", f"post page redirect refused: {exc}", "refused_address"
+                    ) from None
                 raise
         with client.stream("GET", url) as response:
             if response.is_redirect:
@@ -126,6 +150,7 @@ def _get(
                         "blocked",
                         f"post page {url} redirects to a login page ({target}): the site "
                         "does not show this post to anonymous visitors",
+                        "login_wall",
                     )
                 url = target
                 continue
@@ -142,7 +167,9 @@ def _get(
                     raise httpx.ReadTimeout("download too slow", request=response.request)
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
             return Download(str(response.url), content_type, bytes(body))
-    raise ExtractionError("unreachable", f"{url}: more than {MAX_REDIRECTS} redirects")
+    raise ExtractionError(
+        "unreachable", f"{url}: more than {MAX_REDIRECTS} redirects", "too_many_redirects"
+    )
 
 
 def _check_status(url: str, status: int, page: bool) -> None:
@@ -152,11 +179,14 @@ def _check_status(url: str, status: int, page: bool) -> None:
             "blocked",
             f"{what} {url}: the site refused anonymous access (HTTP {status}"
             + (", rate limited)" if status == 429 else ", login required or blocked)"),
+            "rate_limited" if status == 429 else "forbidden",
         )
     if status in (404, 410):
-        raise ExtractionError("not_found", f"{what} {url}: not found (HTTP {status})")
+        raise ExtractionError("not_found", f"{what} {url}: not found (HTTP {status})", "not_found")
     if status >= 400:
-        raise ExtractionError("unreachable", f"{what} {url}: HTTP {status} from the site")
+        raise ExtractionError(
+            "unreachable", f"{what} {url}: HTTP {status} from the site", "http_error"
+        )
 
 
 def _is_login_page(url: str) -> bool:

@@ -30,6 +30,7 @@ from trustcard.db.engine import session_factory
 from trustcard.db.models import Analysis
 from trustcard.db.models import Claim as StoredClaim
 from trustcard.db.retry import DatabaseStepFailed, with_retry
+from trustcard.observability.analysis_metrics import observe_failure, observe_result
 from trustcard.progress import Progress
 from trustcard.task_status import PROGRESS_STATE, readable_error
 
@@ -110,6 +111,8 @@ def process_post(self: Task, analysis_id: str) -> dict[str, Any]:
             progress_lost.append(progress.stage)
             log.warning("analysis %s: %s; going on", analysis_id, exc)
 
+    supplied = None
+    pipeline_started = time.monotonic()
     try:
         supplied = (
             SuppliedContent.model_validate(request["content"]) if request.get("content") else None
@@ -122,6 +125,10 @@ def process_post(self: Task, analysis_id: str) -> dict[str, Any]:
             on_stage=on_stage,
         )
     except (ExtractionError, InvalidPostUrl) as exc:
+        # Both end in extract (the URL is checked first): the pipeline's time is that stage's.
+        cause = exc.cause if isinstance(exc, ExtractionError) else "invalid_url"
+        observe_failure(_source(supplied), cause, time.monotonic() - pipeline_started)
+        log.warning("analysis %s failed at extract (%s): %s", analysis_id, cause, exc)
         _fail_quietly(analysis_id, str(exc))
         raise AnalysisFailed(str(exc)) from None
     except Exception as exc:
@@ -153,11 +160,25 @@ def process_post(self: Task, analysis_id: str) -> dict[str, Any]:
             )
             return task_summary(stored)
 
+    store_started = time.monotonic()
     try:
-        return with_retry(store, what="storing the result", seconds=retry_seconds)
+        summary = with_retry(store, what="storing the result", seconds=retry_seconds)
     except DatabaseStepFailed as exc:
         _fail_quietly(analysis_id, str(exc))
         raise
+    observe_result(_source(supplied), result, time.monotonic() - store_started)
+    log.info(
+        "analysis %s: %s (score %s) in %.2f s",
+        analysis_id,
+        result.trust.label,
+        result.trust.score,
+        time.monotonic() - pipeline_started,
+    )
+    return summary
+
+
+def _source(supplied: SuppliedContent | None) -> str:
+    return "fetched" if supplied is None else "supplied"
 
 
 @task_revoked.connect

@@ -100,25 +100,27 @@ def test_login_redirect_is_reported_as_blocked(site: PostSite) -> None:
     with pytest.raises(ExtractionError, match="redirects to a login page") as caught:
         extract_fetched(POST_URL, site.base_url, _limits(site))
     assert caught.value.reason == "blocked"
+    assert caught.value.cause == "login_wall"
 
 
 @pytest.mark.parametrize(
-    ("status", "reason", "message"),
+    ("status", "reason", "cause", "message"),
     [
-        (404, "not_found", r"not found \(HTTP 404\)"),
-        (429, "blocked", r"refused anonymous access \(HTTP 429, rate limited\)"),
-        (403, "blocked", r"HTTP 403, login required or blocked"),
-        (503, "unreachable", r"HTTP 503 from the site"),
+        (404, "not_found", "not_found", r"not found \(HTTP 404\)"),
+        (429, "blocked", "rate_limited", r"refused anonymous access \(HTTP 429, rate limited\)"),
+        (403, "blocked", "forbidden", r"HTTP 403, login required or blocked"),
+        (503, "unreachable", "http_error", r"HTTP 503 from the site"),
     ],
 )
 def test_error_statuses_become_readable_reasons(
-    site: PostSite, status: int, reason: str, message: str
+    site: PostSite, status: int, reason: str, cause: str, message: str
 ) -> None:
     site.routes[f"/p/{SHORTCODE}/"] = Route(status, b"nope", "text/plain")
 
     with pytest.raises(ExtractionError, match=message) as caught:
         extract_fetched(POST_URL, site.base_url, _limits(site))
     assert caught.value.reason == reason
+    assert caught.value.cause == cause
 
 
 def test_redirect_to_another_page_is_followed(site: PostSite) -> None:
@@ -136,6 +138,7 @@ def test_oversized_page_is_refused(site: PostSite) -> None:
     with pytest.raises(ExtractionError, match="over the 4096-byte limit") as caught:
         extract_fetched(POST_URL, site.base_url, _limits(site, max_page_bytes=4096))
     assert caught.value.reason == "too_large"
+    assert caught.value.cause == "too_large"
 
 
 def test_slow_page_times_out(site: PostSite) -> None:
@@ -144,6 +147,7 @@ def test_slow_page_times_out(site: PostSite) -> None:
     with pytest.raises(ExtractionError, match=r"no complete answer within 0\.3 s") as caught:
         extract_fetched(POST_URL, site.base_url, _limits(site, timeout_seconds=0.3))
     assert caught.value.reason == "unreachable"
+    assert caught.value.cause == "timeout"
 
 
 def test_page_trickling_in_slower_than_the_timeout_is_cut_off(site: PostSite) -> None:
@@ -179,6 +183,7 @@ def test_unreachable_site_is_reported(site: PostSite) -> None:
     with pytest.raises(ExtractionError, match="cannot connect") as caught:
         extract_fetched(POST_URL, closed, _limits(site))
     assert caught.value.reason == "unreachable"
+    assert caught.value.cause == "connect_failed"
 
 
 def test_media_problems_are_per_item_notes_not_failures(site: PostSite) -> None:
@@ -253,6 +258,7 @@ def test_page_redirect_into_a_private_port_is_refused(site: PostSite) -> None:
         with pytest.raises(ExtractionError, match="non-public address") as caught:
             extract_fetched(POST_URL, site.base_url, _limits(site))
         assert caught.value.reason == "blocked"
+        assert caught.value.cause == "refused_address"
         assert internal.hits.get("/") is None
 
 
