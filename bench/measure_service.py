@@ -243,13 +243,14 @@ def _check(outcome: dict[str, Any], what: str) -> None:
         raise RuntimeError(f"{what}: {outcome['errors']} errors in {outcome['requests']} requests")
 
 
-# Off, on, on, off: a drift of the machine (or of Redis's state) over the four drains
-# weighs on both variants alike; each variant's figure is the mean of its two drains.
-DRAIN_ORDER = ("off", "on", "on", "off")
+# Off, on, events, events, on, off: a drift of the machine (or of Redis's state) over the
+# drains weighs on every variant alike; each variant's figure is the mean of its two drains.
+DRAIN_ORDER = ("off", "on", "events", "events", "on", "off")
 
 
 def measure_drains(run: Run, service: Service, sizes: Sizes, workdir: Path) -> None:
-    """N test.add queued while no worker runs, then drained with observability off and on."""
+    """N test.add queued while no worker runs, then drained with observability off and on,
+    and with task events on."""
     assert service.redis is not None
     broker, backend = service.redis.url(0), service.redis.url(1)
     with otlp_sink(workdir) as sink_url:
@@ -262,6 +263,12 @@ def measure_drains(run: Run, service: Service, sizes: Sizes, workdir: Path) -> N
             "on": (
                 Observability(metrics=True, tracing_endpoint=sink_url),
                 "metrics served and scraped 1/s, traces to an OTLP sink",
+                "svc.drain.off",
+            ),
+            # What worker.taskEvents costs (Flower's input): off's worker plus task events.
+            "events": (
+                Observability(metrics=False, tracing_endpoint=None, task_events=True),
+                "task events on (WORKER_SEND_TASK_EVENTS), metrics and tracing off",
                 "svc.drain.off",
             ),
         }
