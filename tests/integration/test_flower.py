@@ -42,7 +42,15 @@ def start_flower(stack: ServiceStack, *args: str, **env: str) -> tuple[Proc, str
             return False
 
     wait_until(up, 60, what="Flower's /healthcheck")
+    # /healthcheck answers before Flower subscribes to events: wait for a worker heartbeat.
+    wait_until(lambda: receives_events(health.replace("healthcheck", "metrics")), 30, 0.2)
     return proc, base
+
+
+def receives_events(metrics_url: str) -> bool:
+    """Flower has seen a worker's heartbeat event (sent every 2 s, task events on or off)."""
+    metrics = httpx.get(metrics_url, timeout=5).text
+    return 'flower_worker_online{worker="trustcard@' in metrics
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +214,7 @@ def test_dev_flower_runs_beside_the_stack(tmp_path: Path) -> None:
         assert f"http://127.0.0.1:{flower_port}/" in dev.log()
         flower = f"http://127.0.0.1:{flower_port}"
         wait_until(lambda: " ready." in dev.log(), 60, what="the worker")
+        wait_until(lambda: receives_events(f"{flower}/metrics"), 30, 0.2, what="dev's Flower")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             task_id = submit(client, "/tasks/test/add", x=5, y=3)
             poll_until(client, task_id, {"completed"}, timeout=30)
