@@ -30,6 +30,7 @@ THROUGHPUT_BARS = (
     ("raw.celery.drain.mtpc50", "raw drain, recycling 50"),
     ("svc.drain.off", "our drain, obs. off"),
     ("svc.drain.on", "our drain, obs. on"),
+    ("svc.drain.events", "our drain, task events"),
 )
 
 

@@ -19,6 +19,7 @@ from bench.procs import (
     phase,
     process_rss,
     set_consuming,
+    tree_cpu_seconds,
     wait_drained,
     wait_idle,
 )
@@ -243,13 +244,14 @@ def _check(outcome: dict[str, Any], what: str) -> None:
         raise RuntimeError(f"{what}: {outcome['errors']} errors in {outcome['requests']} requests")
 
 
-# Off, on, on, off: a drift of the machine (or of Redis's state) over the four drains
-# weighs on both variants alike; each variant's figure is the mean of its two drains.
-DRAIN_ORDER = ("off", "on", "on", "off")
+# Off, on, events, events, on, off: a drift of the machine (or of Redis's state) over the
+# drains weighs on every variant alike; each variant's figure is the mean of its two drains.
+DRAIN_ORDER = ("off", "on", "events", "events", "on", "off")
 
 
 def measure_drains(run: Run, service: Service, sizes: Sizes, workdir: Path) -> None:
-    """N test.add queued while no worker runs, then drained with observability off and on."""
+    """N test.add queued while no worker runs, then drained with observability off and on,
+    and with task events on."""
     assert service.redis is not None
     broker, backend = service.redis.url(0), service.redis.url(1)
     with otlp_sink(workdir) as sink_url:
@@ -264,8 +266,21 @@ def measure_drains(run: Run, service: Service, sizes: Sizes, workdir: Path) -> N
                 "metrics served and scraped 1/s, traces to an OTLP sink",
                 "svc.drain.off",
             ),
+            # What worker.taskEvents costs (Flower's input): off's worker plus task events.
+            "events": (
+                Observability(metrics=False, tracing_endpoint=None, task_events=True),
+                "task events on (WORKER_SEND_TASK_EVENTS), metrics and tracing off",
+                "svc.drain.off",
+            ),
         }
         rates: dict[str, list[float]] = {name: [] for name in variants}
+        # CPU ms per task of the worker (parent and pool children) and of redis-server: less
+        # swayed than the rate by other load on a shared machine.
+        cpu: dict[str, dict[str, list[float]]] = {
+            part: {name: [] for name in variants} for part in ("worker", "redis")
+        }
+        assert service.redis.process is not None
+        redis_pid = service.redis.process.pid
         exported = 0
         for name in DRAIN_ORDER:
             observability = variants[name][0]
@@ -276,9 +291,13 @@ def measure_drains(run: Run, service: Service, sizes: Sizes, workdir: Path) -> N
             _check(outcome, f"drain {name} submissions")
             ids = [str(x) for x in outcome["task_ids"]]
             exports_before = _sink_exports(sink_url)
-            service.start_worker(observability)
+            worker_pid = service.start_worker(observability)
+            before = (tree_cpu_seconds(worker_pid), tree_cpu_seconds(redis_pid))
             with service.scraping():
                 done_at = wait_drained(broker, backend, QUEUE, ids, 60 + sizes.drain / 20)
+            after = (tree_cpu_seconds(worker_pid), tree_cpu_seconds(redis_pid))
+            for part, start, end in zip(("worker", "redis"), before, after, strict=True):
+                cpu[part][name].append((end - start) * 1000 / len(ids))
             service.stop_worker()  # flushes pending spans
             rates[name].append(drain_rate(done_at))
             if observability.tracing_endpoint:
@@ -293,6 +312,17 @@ def measure_drains(run: Run, service: Service, sizes: Sizes, workdir: Path) -> N
                 "higher",
                 baseline=baseline,
             )
+        for part, per_variant in cpu.items():
+            for name, (_, what, _baseline) in variants.items():
+                run.add(
+                    f"svc.drain.{name}.{part}_cpu",
+                    GROUP,
+                    f"{part} CPU per task over that drain, {what} (mean of 2)",
+                    statistics.fmean(per_variant[name]),
+                    "ms/task",
+                    "lower",
+                    baseline=None if name == "off" else f"svc.drain.off.{part}_cpu",
+                )
         run.notes.append(
             "Drains in the order "
             + ", ".join(DRAIN_ORDER)

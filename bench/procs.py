@@ -69,6 +69,27 @@ def process_rss(pid: int) -> int:
     return rss
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process, its reaped children and its live descendants.
+
+    Pool children replaced by recycling are reaped by the parent, so their time is in its
+    children_* fields; the live ones are added one by one.
+    """
+    try:
+        root = psutil.Process(pid)
+        times = root.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in root.children(recursive=True):
+            try:
+                child_times = child.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += child_times.user + child_times.system
+    except psutil.NoSuchProcess:
+        return 0.0
+    return float(total)
+
+
 def tree_pss(pid: int) -> int:
     """PSS of a process plus all its descendants (a worker's parent and pool children).
 

@@ -33,6 +33,7 @@ class Observability:
 
     metrics: bool  # /metrics served (and scraped once a second, as Prometheus would)
     tracing_endpoint: str | None  # OTLP/HTTP endpoint for spans; None: tracing off
+    task_events: bool = False  # WORKER_SEND_TASK_EVENTS: what Flower shows tasks from
 
 
 DEFAULT_OBSERVABILITY = Observability(metrics=True, tracing_endpoint=None)
@@ -125,6 +126,8 @@ class Service:
         if observability.tracing_endpoint:
             extra["OTEL_EXPORTER_OTLP_ENDPOINT"] = observability.tracing_endpoint
             extra["OTEL_SERVICE_NAME"] = "trustcard-worker-bench"
+        if observability.task_events:
+            extra["WORKER_SEND_TASK_EVENTS"] = "true"
         log_path = self.workdir / "worker.log"
         offset = log_size(log_path)
         argv = trustcard_cmd("worker", "--concurrency", "2", "--without-mingle")

@@ -105,6 +105,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "interval_step": 0.2,
             "interval_max": 0.2,
         },
+        # -- Task events (issue 16): what Flower shows tasks from (worker banner `task events`);
+        # off by default, each task state is one more Redis PUBLISH (docs/flower.md).
+        "worker_send_task_events": settings.WORKER_SEND_TASK_EVENTS,
+        "task_send_sent_event": settings.WORKER_SEND_TASK_EVENTS,
+        # -- end task events
         # Celery's prefork pool plus per-job metrics and stall-free child recycling.
         "worker_pool": "trustcard.worker_pool:TaskPool",
         "enable_utc": True,

@@ -214,6 +214,56 @@ def exporter(
     serve(settings, [QUEUE], host, port)
 
 
+@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def flower(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 5555,
+    url_prefix: Annotated[
+        str, typer.Option(help="Path prefix when served under an Ingress path, e.g. flower")
+    ] = "",
+    state_file: Annotated[
+        str, typer.Option(help="Keep the tasks seen in this file across restarts (default: none)")
+    ] = "",
+    max_tasks: Annotated[int, typer.Option(min=100, help="Tasks kept in memory")] = 10_000,
+    read_only: Annotated[
+        bool, typer.Option(help="Refuse worker and task control (shutdown, revoke, pool size)")
+    ] = True,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Serve without authentication: only behind an authenticating proxy",
+        ),
+    ] = False,
+) -> None:
+    """Serve Flower, the Celery monitor, with basic auth from FLOWER_BASIC_AUTH.
+
+    Tasks appear only when workers send events (WORKER_SEND_TASK_EVENTS=true); extra
+    arguments go to Flower (e.g. --purge_offline_workers=600).
+    """
+    from trustcard.flower_ui import FlowerOptions, run_flower
+
+    settings = _settings_or_exit()
+    _redis_or_exit(settings)
+    _configure_api_logging()
+    options = FlowerOptions(
+        address=host,
+        port=port,
+        url_prefix=url_prefix,
+        state_file=state_file,
+        max_tasks=max_tasks,
+        read_only=read_only,
+        no_auth=no_auth,
+    )
+    try:
+        code = run_flower(settings, options, list(ctx.args))
+    except ConfigError as exc:
+        typer.echo(f"trustcard: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
 @cli.command("worker-alive")
 def worker_alive(
     max_age: Annotated[float, typer.Option(help="Oldest acceptable heartbeat, seconds")] = 60.0,
@@ -269,6 +319,10 @@ def dev(
         Path, typer.Option(help="Where the embedded Redis (and the SQLite file) keep data")
     ] = Path(".trustcard"),
     concurrency: Annotated[int, typer.Option(help="Worker pool processes")] = 2,
+    flower: Annotated[
+        bool, typer.Option("--flower", help="Also run Flower (task events on), port 5555")
+    ] = False,
+    flower_port: Annotated[int, typer.Option(help="Flower's port with --flower")] = 5555,
 ) -> None:
     """Run everything locally: embedded Redis, one worker and the API; Ctrl-C stops all.
 
@@ -278,7 +332,13 @@ def dev(
 
     _settings_or_exit()
     try:
-        code = DevStack(host=host, port=port, data_dir=data_dir, concurrency=concurrency).run()
+        code = DevStack(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            concurrency=concurrency,
+            flower_port=flower_port if flower else 0,
+        ).run()
     except PortTaken as exc:
         typer.echo(f"trustcard dev: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     # room for workers to drain it (see api/broker_memory.py); 1 waits for Redis's own refusal.
     REDIS_MEMORY_HIGH_WATERMARK: Annotated[float, Field(gt=0, le=1)] = 0.9
 
+    # --- Task events and Flower (issue 16, docs/flower.md) ---
+    # Workers send task events (received, started, succeeded ...) and publishers task-sent
+    # events: what Flower shows tasks from. Off by default: a Redis PUBLISH per task state.
+    WORKER_SEND_TASK_EVENTS: bool = False
+    # `trustcard flower`'s basic-auth credentials, user:password (comma-separated for several);
+    # a mounted Secret on Kubernetes. Unset: Flower refuses to start unless told --no-auth.
+    FLOWER_BASIC_AUTH: SecretStr | None = None
+
     @field_validator("REDIS_URL", "RESULT_BACKEND_URL")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:

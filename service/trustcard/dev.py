@@ -49,6 +49,8 @@ class DevStack:
     stopping: bool = False
     worker_metrics_port: int = 0
     database_url: str = ""
+    # `--flower`: Flower's port beside the stack (0: no Flower).
+    flower_port: int = 0
 
     def run(self) -> int:
         if port_in_use(self.host, self.port):
@@ -56,6 +58,8 @@ class DevStack:
                 f"port {self.port} on {self.host} is taken (another `trustcard dev`?); "
                 "stop it or pass --port"
             )
+        if self.flower_port and port_in_use(self.host, self.flower_port):
+            raise PortTaken(f"Flower's port {self.flower_port} is taken; pass --flower-port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         redis = RedisServer(data_dir=self.data_dir / "redis", preexec=die_with_parent)
         for signum in STOP_SIGNALS:
@@ -67,8 +71,12 @@ class DevStack:
             self._upgrade_database(self.database_url)
             self._spawn("worker", ["worker", "--concurrency", str(self.concurrency)], env)
             self._spawn("api", ["api", "--host", self.host, "--port", str(self.port)], env)
+            if self.flower_port:
+                self._spawn("flower", self._flower_args(env), env)
             if self._wait_api_ready():
                 self._banner(redis)
+                if self.flower_port:
+                    print(f"  flower     http://{self.host}:{self.flower_port}/\n", flush=True)
             return self._supervise()
         finally:
             self._stop_children()
@@ -86,7 +94,15 @@ class DevStack:
             taken = port_in_use("127.0.0.1", DEFAULT_WORKER_METRICS_PORT)
             env["WORKER_METRICS_PORT"] = str(free_port() if taken else DEFAULT_WORKER_METRICS_PORT)
         self.worker_metrics_port = int(env["WORKER_METRICS_PORT"])
+        if self.flower_port:
+            # Flower shows tasks only from events; the API (task-sent) and worker send them.
+            env.setdefault("WORKER_SEND_TASK_EVENTS", "true")
         return env
+
+    def _flower_args(self, env: dict[str, str]) -> list[str]:
+        """Flower on the API's interface; without FLOWER_BASIC_AUTH open, like the dev API."""
+        args = ["flower", "--host", self.host, "--port", str(self.flower_port)]
+        return args if env.get("FLOWER_BASIC_AUTH") else [*args, "--no-auth"]
 
     def _upgrade_database(self, url: str) -> None:
         """`trustcard dev` migrates its database itself; API and worker only check it."""
@@ -156,7 +172,7 @@ class DevStack:
         return 0
 
     def _stop_children(self, timeout: float = 15.0) -> None:
-        for name in ("api", "worker"):
+        for name in ("flower", "api", "worker"):
             child = self.children.get(name)
             if child is None or child.poll() is not None:
                 continue

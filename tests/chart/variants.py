@@ -113,6 +113,48 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "redis": {"persistence": {"enabled": False}},
         "config": {"enableTestEndpoints": True},
     },
+    # Flower with every option on: prefix, Ingress, state PVC, policies, ServiceMonitor, events.
+    "flower": {
+        "worker": {"taskEvents": True, "extraArgs": ["--without-gossip"]},
+        "flower": {
+            "enabled": True,
+            "urlPrefix": "flower",
+            "persistence": {"enabled": True},
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "hosts": ["trustcard.example.com"],
+                "tls": [{"secretName": "trustcard-tls", "hosts": ["trustcard.example.com"]}],
+            },
+            "networkPolicy": {
+                "ingressFrom": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": "ingress"}
+                        }
+                    }
+                ]
+            },
+        },
+        "networkPolicy": {"enabled": True},
+        "monitoring": {"serviceMonitor": {"enabled": True}},
+    },
+    # Flower behind an authenticating proxy, on an external TLS Redis, from managed Secrets.
+    "flower-behind-proxy-external-redis-tls": {
+        **EXTERNAL_REDIS,
+        "externalRedis": {
+            "existingSecret": "my-redis",
+            "address": "redis.example:6380",
+            "tls": {"enabled": True, "existingSecret": "my-redis-tls"},
+        },
+        "worker": {"taskEvents": True},
+        "flower": {
+            "enabled": True,
+            "auth": {"mode": "none-behind-proxy", "acknowledgeNoAuth": True},
+            "networkPolicy": {"externalRedisTo": [{"ipBlock": {"cidr": "10.20.0.0/24"}}]},
+        },
+        "networkPolicy": {"enabled": True},
+    },
     # Argo CD / umbrella: every secret from an existingSecret, a mirror registry, a digest, labels.
     "gitops-platform": {
         "global": {"imageRegistry": "registry.corp.example", "imagePullSecrets": ["corp-pull"]},

@@ -121,6 +121,7 @@ imagePullSecrets:
 {{- if and .Values.monitoring.prometheusRule.enabled (not .Values.worker.metrics.enabled) }}
 {{- fail "monitoring.prometheusRule.enabled needs worker.metrics.enabled: the task alerts read the workers' metrics, and without them TrustcardQueueNotConsumed would fire whenever tasks wait" }}
 {{- end }}
+{{- include "trustcard.flower.validate" . }}
 {{- if and .Values.database.bundled.enabled .Values.database.external.existingSecret }}
 {{- fail "database.external.existingSecret is set but database.bundled.enabled is true: choose one (set database.bundled.enabled=false to use the external database)" }}
 {{- end }}
@@ -206,6 +207,13 @@ imagePullSecrets:
           items:
             - key: {{ include "trustcard.database.urlKey" $root }}
               path: DATABASE_URL
+      {{- end }}
+      {{- if and .flower (eq $root.Values.flower.auth.mode "basic") }}
+      - secret:
+          name: {{ include "trustcard.flower.secretName" $root }}
+          items:
+            - key: {{ $root.Values.flower.auth.existingSecretKey }}
+              path: FLOWER_BASIC_AUTH
       {{- end }}
       {{- if and .apiKeys $root.Values.api.auth.enabled }}
       - secret:
@@ -409,11 +417,40 @@ capabilities and no cluster answers (every sync would rotate them). */}}
 {{- if and .Values.database.bundled.enabled (not .Values.database.bundled.existingSecret) }}
 {{- $missing = append $missing "database.bundled.existingSecret" }}
 {{- end }}
+{{- if include "trustcard.flower.generatesSecret" . }}
+{{- $missing = append $missing "flower.auth.existingSecret" }}
+{{- end }}
 {{- $offline := not (lookup "v1" "Secret" .Release.Namespace "") }}
 {{- $argo := and $offline (.Capabilities.APIVersions.Has "argoproj.io/v1alpha1") }}
 {{- if and $missing (not .Values.secrets.generate) }}
 {{- fail (printf "secrets.generate=false: set %s (Secrets you manage), or generated secrets would change on every render" (join ", " $missing)) }}
 {{- else if and $missing $argo }}
 {{- fail (printf "rendered for Argo CD without a cluster to look up: set %s and secrets.generate=false, or every sync would rotate the generated secrets" (join ", " $missing)) }}
+{{- end }}
+{{- end }}
+
+{{/* ---- Flower (docs/flower.md) ---- */}}
+
+{{/* Secret with Flower's basic-auth pairs: the user's, or the generated one. */}}
+{{- define "trustcard.flower.secretName" -}}
+{{- default (printf "%s-flower" (include "trustcard.fullname" .)) .Values.flower.auth.existingSecret }}
+{{- end }}
+
+{{/* "true" when the chart generates Flower's credentials (enabled, basic auth, no existingSecret). */}}
+{{- define "trustcard.flower.generatesSecret" -}}
+{{- if and .Values.flower.enabled (eq .Values.flower.auth.mode "basic") (not .Values.flower.auth.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/* Flower's path under its host: / or /<urlPrefix>/ (probes, ServiceMonitor and Ingress use it). */}}
+{{- define "trustcard.flower.basePath" -}}
+{{- with trimAll "/" .Values.flower.urlPrefix }}/{{ . }}/{{ else }}/{{ end }}
+{{- end }}
+
+{{/* Flower values that cannot work together. */}}
+{{- define "trustcard.flower.validate" -}}
+{{- if .Values.flower.enabled }}
+{{- if and (eq .Values.flower.auth.mode "none-behind-proxy") (not .Values.flower.auth.acknowledgeNoAuth) }}
+{{- fail "flower.auth.mode=none-behind-proxy serves every task's arguments without authentication: put an authenticating proxy (e.g. oauth2-proxy) in front as the only way in, then set flower.auth.acknowledgeNoAuth=true" }}
+{{- end }}
 {{- end }}
 {{- end }}
