@@ -66,8 +66,9 @@ def test_bundled_sentinel_renders_nodes_services_pdb_and_spreads_pods() -> None:
     # Soft anti-affinity by default, on the pods' own selector.
     term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
     assert term[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
-    assert term[0]["podAffinityTerm"]["labelSelector"]["matchLabels"] == (
-        node["spec"]["selector"]["matchLabels"]
+    assert (
+        term[0]["podAffinityTerm"]["labelSelector"]["matchLabels"]
+        == (node["spec"]["selector"]["matchLabels"])
     )
     pdb = one(objects, "PodDisruptionBudget", "-redis-node")
     assert pdb["spec"]["maxUnavailable"] == 1
@@ -335,7 +336,8 @@ class LocalSentinelSet:
 
             def ready(name: str = name) -> bool:
                 process = pod.processes[name]
-                assert process.poll() is None, f"{pod.name}/{name} exited: {self.log(pod, name)[-3000:]}"
+                exited = f"{pod.name}/{name} exited: {self.log(pod, name)[-3000:]}"
+                assert process.poll() is None, exited
                 return self.probes_pass(pod, name)
 
             wait_until(ready, 60, interval=0.2, what=f"{pod.name}/{name} probes")
@@ -363,18 +365,18 @@ class LocalSentinelSet:
                 "ssl_keyfile": str(self.pki.client_key),
                 "ssl_check_hostname": False,
             }
-        return redis.Redis(
-            host=pod.ip, port=port, password=self.password, socket_timeout=3, **tls
-        )
+        return redis.Redis(host=pod.ip, port=port, password=self.password, socket_timeout=3, **tls)
+
+    def sentinel(self, pod: Pod, *args: str) -> Any:
+        """A SENTINEL subcommand on the pod's Sentinel."""
+        return self.client(pod, sentinel=True).execute_command("SENTINEL", *args)  # type: ignore[no-untyped-call]
 
     def master_by_sentinels(self, pods: list[Pod]) -> str | None:
         """The address every Sentinel of `pods` names as master, or None while they disagree."""
         answers = set()
         for pod in pods:
             try:
-                reply = self.client(pod, sentinel=True).execute_command(
-                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "trustcard"
-                )
+                reply = self.sentinel(pod, "GET-MASTER-ADDR-BY-NAME", "trustcard")
             except redis.RedisError:
                 return None
             answers.add(reply[0].decode() if reply else None)
@@ -438,13 +440,11 @@ def test_rendered_pods_form_a_replica_set_fail_over_and_the_old_master_rejoins_a
             and local.master_by_sentinels(local.pods) == first.ip
             # Each Sentinel found the other two and both replicas.
             and all(
-                len(local.client(p, sentinel=True).execute_command(
-                    "SENTINEL", "SENTINELS", "trustcard")) == 2
-                and len(local.client(p, sentinel=True).execute_command(
-                    "SENTINEL", "REPLICAS", "trustcard")) == 2
+                len(local.sentinel(p, "SENTINELS", "trustcard")) == 2
+                and len(local.sentinel(p, "REPLICAS", "trustcard")) == 2
                 for p in local.pods
             )
-        )  # fmt: skip
+        )
 
     wait_until(formed, 60, interval=0.2, what="3 Redis + 3 Sentinels to form a replica set")
     assert "starting as the master" in local.log(first, "redis")
@@ -452,9 +452,7 @@ def test_rendered_pods_form_a_replica_set_fail_over_and_the_old_master_rejoins_a
         assert f"starting as a replica of {first.ip}:{local.redis_port}" in local.log(pod, "redis")
         # Replicas announce the pod's DNS name (here: its address), not the connection's source.
         assert local.replication(pod)["slave_read_only"] == 1
-    announced = {
-        local.replication(first)[f"slave{i}"]["ip"] for i in range(2)
-    }
+    announced = {local.replication(first)[f"slave{i}"]["ip"] for i in range(2)}
     assert announced == {p.ip for p in others}
 
     # AOF, noeviction and maxmemory on every node, as in standalone mode.
@@ -481,9 +479,11 @@ def test_rendered_pods_form_a_replica_set_fail_over_and_the_old_master_rejoins_a
     new_master = next(p for p in others if p.ip == new_master_ip)
     replica = next(p for p in others if p is not new_master)
     wait_until(
-        lambda: local.replication(new_master)["role"] == "master"
-        and local.replication(replica).get("master_host") == new_master.ip
-        and local.replication(replica)["master_link_status"] == "up",
+        lambda: (
+            local.replication(new_master)["role"] == "master"
+            and local.replication(replica).get("master_host") == new_master.ip
+            and local.replication(replica)["master_link_status"] == "up"
+        ),
         30,
         interval=0.1,
         what="the other replica to follow the new master",
@@ -526,5 +526,6 @@ def test_rendered_pods_form_a_replica_set_fail_over_and_the_old_master_rejoins_a
         interval=0.2,
         what="all three Sentinels to agree on the new master",
     )
-    assert local.probes_pass(first, "redis") and local.probes_pass(first, "sentinel")
+    assert local.probes_pass(first, "redis")
+    assert local.probes_pass(first, "sentinel")
     assert local.replication(new_master)["connected_slaves"] == 2

@@ -54,7 +54,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "worker": {"autoscaling": {"mode": "keda"}},
     },
     "external-redis-keda": {**EXTERNAL_REDIS, "worker": {"autoscaling": {"mode": "keda"}}},
-    # Sentinel: bundled 3 + 3 (plain, and mutual TLS with hard anti-affinity), and external Sentinels.
+    # Sentinel: bundled 3 + 3 (plain; mutual TLS, hard anti-affinity), and external Sentinels.
     "redis-sentinel-keda-network-policies": {
         "redis": {"architecture": "sentinel"},
         "worker": {"autoscaling": {"mode": "keda"}},
