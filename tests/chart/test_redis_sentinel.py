@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import redis
+import yaml
 
-from tests.chart.helm import RenderError, container, env_map, one, render_chart
+from tests.chart.helm import ROOT, RenderError, container, env_map, one, render_chart
 from tests.chart.variants import VARIANTS
 from tests.stack import wait_until
 from tests.tls_redis import Pki, make_pki
@@ -166,6 +168,24 @@ def test_external_sentinel_env_password_file_and_keda() -> None:
     assert "REDIS_SENTINEL_PASSWORD" not in _secret_items(objects, "-api")
     auth = one(objects, "TriggerAuthentication")["spec"]["secretTargetRef"]
     assert [a["parameter"] for a in auth] == ["password"]
+
+
+def test_ha_example_values_render_valid_sentinel_with_tls() -> None:
+    values = yaml.safe_load((ROOT / "k8s" / "values-ha.yaml").read_text())
+    objects = render_chart(values, release="trustcard")
+    for obj in objects:
+        if "." not in obj["apiVersion"].rpartition("/")[0]:
+            kubernetes_validate.validate(obj, "1.35", strict=True)
+    node = one(objects, "StatefulSet", "-redis-node")
+    affinity = node["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" in affinity
+    env = env_map(container(one(objects, "Deployment", "-worker"), "worker"))
+    assert env["REDIS_URL"] == "rediss://trustcard-redis-sentinel:26379/0"
+    # The names the file's comment tells to put in the certificate are the names announced.
+    assert env["REDIS_SENTINEL_HOSTS"].split(",")[0] == (
+        "trustcard-redis-node-0.trustcard-redis-headless.trustcard.svc.cluster.local:26379"
+    )
+    assert one(objects, "ScaledObject")["spec"]["triggers"][0]["type"] == "redis-sentinel"
 
 
 @pytest.mark.parametrize(
