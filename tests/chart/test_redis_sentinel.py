@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -442,6 +443,33 @@ def sentinel_set(
         local.stop()
 
 
+@pytest.fixture
+def plain_set(tmp_path: Path) -> Iterator[LocalSentinelSet]:
+    values = {"redis": {"architecture": "sentinel", "sentinel": SENTINEL_TIMINGS}}
+    local = LocalSentinelSet(tmp_path, values)
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+def _formed(local: LocalSentinelSet) -> bool:
+    """Pod 0 master, two replicas in sync; every Sentinel names it, sees 2 peers and 2 replicas."""
+    first, *others = local.pods
+    master = local.replication(first)
+    return (
+        master["role"] == "master"
+        and master["connected_slaves"] == 2
+        and all(local.replication(p)["master_link_status"] == "up" for p in others)
+        and local.master_by_sentinels(local.pods) == first.ip
+        and all(
+            len(local.sentinel(p, "SENTINELS", "trustcard")) == 2
+            and len(local.sentinel(p, "REPLICAS", "trustcard")) == 2
+            for p in local.pods
+        )
+    )
+
+
 def test_rendered_pods_form_a_replica_set_fail_over_and_the_old_master_rejoins_as_replica(
     sentinel_set: LocalSentinelSet,
 ) -> None:
@@ -451,22 +479,9 @@ def test_rendered_pods_form_a_replica_set_fail_over_and_the_old_master_rejoins_a
         local.start_pod(pod)
 
     # A replica set: pod 0 is master (first start, no Sentinel to ask), the others replicate it.
-    def formed() -> bool:
-        master = local.replication(first)
-        return (
-            master["role"] == "master"
-            and master["connected_slaves"] == 2
-            and all(local.replication(p)["master_link_status"] == "up" for p in others)
-            and local.master_by_sentinels(local.pods) == first.ip
-            # Each Sentinel found the other two and both replicas.
-            and all(
-                len(local.sentinel(p, "SENTINELS", "trustcard")) == 2
-                and len(local.sentinel(p, "REPLICAS", "trustcard")) == 2
-                for p in local.pods
-            )
-        )
-
-    wait_until(formed, 60, interval=0.2, what="3 Redis + 3 Sentinels to form a replica set")
+    wait_until(
+        lambda: _formed(local), 60, interval=0.2, what="3 Redis + 3 Sentinels to form a replica set"
+    )
     assert "starting as the master" in local.log(first, "redis")
     for pod in others:
         assert f"starting as a replica of {first.ip}:{local.redis_port}" in local.log(pod, "redis")
@@ -549,3 +564,54 @@ def test_rendered_pods_form_a_replica_set_fail_over_and_the_old_master_rejoins_a
     assert local.probes_pass(first, "redis")
     assert local.probes_pass(first, "sentinel")
     assert local.replication(new_master)["connected_slaves"] == 2
+
+
+def test_a_restarted_master_without_its_data_waits_for_the_failover_instead_of_emptying_replicas(
+    plain_set: LocalSentinelSet,
+) -> None:
+    """Its volume is gone and it is back before the Sentinels noticed: started as master, it would
+    make the replicas resync an empty dataset. It waits for them to promote a replica instead."""
+    local = plain_set
+    first, *others = local.pods
+    for pod in local.pods:
+        local.start_pod(pod)
+    wait_until(lambda: _formed(local), 60, interval=0.2, what="the replica set")
+    before = local.client(first)
+    before.rpush("analysis", *[f"task-{i}" for i in range(100)])
+    assert before.wait(2, 5000) == 2
+    local.kill_pod(first)
+    shutil.rmtree(first.root / "data")
+    (first.root / "data").mkdir()
+    # Back at once: the Sentinels still name it master (down-after is 2 s).
+    assert local.master_by_sentinels(others) == first.ip
+    local.start(first, "redis")
+    local.start(first, "sentinel")
+
+    def settled() -> Pod | None:
+        """The master all three Sentinels name, once it has both replicas in sync."""
+        named = local.master_by_sentinels(local.pods)
+        master = next((p for p in local.pods if p.ip == named), None)
+        if master is None:
+            return None
+        try:
+            in_sync = [
+                local.replication(p)["master_link_status"] == "up"
+                for p in local.pods
+                if p is not master
+            ]
+            return (
+                master
+                if local.replication(master)["connected_slaves"] == 2 and all(in_sync)
+                else None
+            )
+        except (redis.RedisError, KeyError):
+            return None
+
+    master = wait_until(settled, 45, interval=0.2, what="the set to settle")
+    # Nothing lost: every node has the 100 tasks, the restarted one included.
+    for pod in local.pods:
+        assert local.client(pod).llen("analysis") == 100, pod.name
+    assert master is not first
+    log = local.log(first, "redis")
+    assert "waiting for them to fail over" in log
+    assert f"starting as a replica of {master.ip}:" in log
