@@ -615,3 +615,38 @@ def test_a_restarted_master_without_its_data_waits_for_the_failover_instead_of_e
     log = local.log(first, "redis")
     assert "waiting for them to fail over" in log
     assert f"starting as a replica of {master.ip}:" in log
+
+
+def test_the_rendered_prestop_hands_the_master_role_over_before_the_pod_stops(
+    plain_set: LocalSentinelSet,
+) -> None:
+    """A rolling update or drain: the master's preStop has the Sentinels promote a replica and
+    turns its own Redis into a replica, so clients wait a second, not downAfterMilliseconds."""
+    local = plain_set
+    first, *others = local.pods
+    for pod in local.pods:
+        local.start_pod(pod)
+    wait_until(lambda: _formed(local), 60, interval=0.2, what="the replica set")
+    local.client(first).rpush("analysis", *[f"task-{i}" for i in range(100)])
+    command = container(local.node, "redis")["lifecycle"]["preStop"]["exec"]["command"]
+    assert command == ["sh", "/scripts/prestop-redis.sh"]
+    script = first.root / "redis" / "scripts" / "prestop-redis.sh"
+    env = {"PATH": os.environ["PATH"], "POD_NAME": first.name}
+    started = time.monotonic()
+    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30)
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    print(f"preStop handed the master role over in {seconds:.1f} s")
+    assert seconds < 10  # well inside terminationGracePeriodSeconds (30)
+    new_master_ip = local.master_by_sentinels(others)
+    assert new_master_ip in {p.ip for p in others}
+    assert f"handed the master role to {new_master_ip}:" in done.stdout
+    role = local.replication(first)
+    assert (role["role"], role["master_host"]) == ("slave", new_master_ip)
+    with pytest.raises(redis.ReadOnlyError):
+        local.client(first).rpush("analysis", "late-write")
+    new_master = next(p for p in others if p.ip == new_master_ip)
+    assert local.client(new_master).llen("analysis") == 100
+    # On a replica the hook does nothing.
+    again = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert (again.returncode, again.stdout) == (0, "")
