@@ -54,6 +54,34 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "worker": {"autoscaling": {"mode": "keda"}},
     },
     "external-redis-keda": {**EXTERNAL_REDIS, "worker": {"autoscaling": {"mode": "keda"}}},
+    # Sentinel: bundled 3 + 3 (plain; mutual TLS, hard anti-affinity), and external Sentinels.
+    "redis-sentinel-keda-network-policies": {
+        "redis": {"architecture": "sentinel"},
+        "worker": {"autoscaling": {"mode": "keda"}},
+        "networkPolicy": {"enabled": True},
+    },
+    "redis-sentinel-tls-mutual": {
+        "redis": {
+            "architecture": "sentinel",
+            "sentinel": {"masterName": "ha", "podAntiAffinity": "hard"},
+            "persistence": {"enabled": False},
+            "tls": {"enabled": True, "existingSecret": "redis-tls", "authClients": True},
+        },
+        "worker": {"autoscaling": {"mode": "keda"}},
+    },
+    "external-redis-sentinel-keda": {
+        "redis": {"enabled": False},
+        "externalRedis": {
+            "existingSecret": "my-redis",
+            "sentinel": {
+                "enabled": True,
+                "hosts": ["sentinel-0.example:26379", "sentinel-1.example:26379"],
+                "masterName": "mymaster",
+                "passwordKey": "sentinel-password",
+            },
+        },
+        "worker": {"autoscaling": {"mode": "keda"}},
+    },
     "network-policies": {
         "networkPolicy": {
             "enabled": True,

@@ -103,7 +103,7 @@ imagePullSecrets:
 {{- if and (not .Values.redis.enabled) (not .Values.externalRedis.existingSecret) }}
 {{- fail "redis.enabled=false needs externalRedis.existingSecret: a Secret holding the broker URL under externalRedis.urlKey" }}
 {{- end }}
-{{- if and (eq .Values.worker.autoscaling.mode "keda") (not .Values.redis.enabled) (not .Values.externalRedis.address) }}
+{{- if and (eq .Values.worker.autoscaling.mode "keda") (not .Values.redis.enabled) (not .Values.externalRedis.address) (not .Values.externalRedis.sentinel.enabled) }}
 {{- fail "worker.autoscaling.mode=keda with an external Redis needs externalRedis.address (host:port) for the redis trigger" }}
 {{- end }}
 {{- if and .Values.redis.enabled .Values.redis.tls.enabled (not .Values.redis.tls.existingSecret) }}
@@ -111,6 +111,15 @@ imagePullSecrets:
 {{- end }}
 {{- if and .Values.externalRedis.tls.certKey (not .Values.externalRedis.tls.keyKey) }}
 {{- fail "externalRedis.tls.certKey needs externalRedis.tls.keyKey: the key of the client certificate's private key in the same Secret" }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) .Values.externalRedis.sentinel.enabled (not .Values.externalRedis.sentinel.hosts) }}
+{{- fail "externalRedis.sentinel.enabled needs externalRedis.sentinel.hosts: the Sentinels as host:port" }}
+{{- end }}
+{{- if and .Values.redis.enabled (eq .Values.redis.architecture "sentinel") (gt (int .Values.redis.sentinel.quorum) (int .Values.redis.sentinel.replicas)) }}
+{{- fail (printf "redis.sentinel.quorum (%d) must not exceed redis.sentinel.replicas (%d): no failover could ever be agreed" (int .Values.redis.sentinel.quorum) (int .Values.redis.sentinel.replicas)) }}
+{{- end }}
+{{- if and .Values.redis.enabled (eq .Values.redis.architecture "sentinel") (ge (int .Values.redis.sentinel.minReplicasToWrite) (int .Values.redis.sentinel.replicas)) }}
+{{- fail (printf "redis.sentinel.minReplicasToWrite (%d) must be below redis.sentinel.replicas (%d): the master has only replicas-1 replicas" (int .Values.redis.sentinel.minReplicasToWrite) (int .Values.redis.sentinel.replicas)) }}
 {{- end }}
 {{- if gt (int .Values.worker.autoscaling.minReplicas) (int .Values.worker.autoscaling.maxReplicas) }}
 {{- fail "worker.autoscaling.minReplicas must not exceed worker.autoscaling.maxReplicas" }}
@@ -136,9 +145,10 @@ imagePullSecrets:
   value: /run/secrets/trustcard
 {{- if .Values.redis.enabled }}
 - name: REDIS_URL
-  value: {{ printf "%s://%s:6379/%s" (ternary "rediss" "redis" .Values.redis.tls.enabled) (include "trustcard.redis.fullname" .) (include "trustcard.redis.databaseIndex" .) | quote }}
+  value: {{ printf "%s://%s/%s" (ternary "rediss" "redis" .Values.redis.tls.enabled) (include "trustcard.redis.urlHost" .) (include "trustcard.redis.databaseIndex" .) | quote }}
 {{- end }}
 {{- include "trustcard.redisTls.env" . }}
+{{- include "trustcard.sentinel.env" . }}
 {{- end }}
 
 {{/* OpenTelemetry variables of one component: (dict "root" $ "component" "api"); none when tracing.otlpEndpoint is empty. */}}
@@ -183,6 +193,11 @@ imagePullSecrets:
           items:
             - key: {{ $root.Values.redis.auth.existingSecretPasswordKey }}
               path: REDIS_PASSWORD
+            {{- if include "trustcard.sentinel.enabled" $root }}
+            # The bundled Sentinels require the same password.
+            - key: {{ $root.Values.redis.auth.existingSecretPasswordKey }}
+              path: REDIS_SENTINEL_PASSWORD
+            {{- end }}
       {{- else }}
       - secret:
           name: {{ $root.Values.externalRedis.existingSecret }}
@@ -192,6 +207,10 @@ imagePullSecrets:
             {{- with $root.Values.externalRedis.resultBackendUrlKey }}
             - key: {{ . }}
               path: RESULT_BACKEND_URL
+            {{- end }}
+            {{- with and (include "trustcard.sentinel.enabled" $root) $root.Values.externalRedis.sentinel.passwordKey }}
+            - key: {{ . }}
+              path: REDIS_SENTINEL_PASSWORD
             {{- end }}
       {{- end }}
       {{- with include "trustcard.redisTls.items" $root }}
@@ -389,7 +408,11 @@ can read it at install (lookup), else externalRedis.databaseIndex. KEDA's trigge
 
 {{/* redis-cli of the bundled Redis's probes, with TLS flags when it serves TLS. */}}
 {{- define "trustcard.redis.cli" -}}
-redis-cli -h 127.0.0.1
+redis-cli -h 127.0.0.1{{ include "trustcard.redis.cliTls" . }}
+{{- end }}
+
+{{/* TLS flags of redis-cli in the bundled Redis's pods (empty without TLS). */}}
+{{- define "trustcard.redis.cliTls" -}}
 {{- if .Values.redis.tls.enabled }} --tls --cacert /run/secrets/redis-tls/ca.crt
 {{- if .Values.redis.tls.authClients }} --cert /run/secrets/redis-tls/tls.crt --key /run/secrets/redis-tls/tls.key{{ end }}
 {{- end }}
@@ -452,5 +475,85 @@ capabilities and no cluster answers (every sync would rotate them). */}}
 {{- if and (eq .Values.flower.auth.mode "none-behind-proxy") (not .Values.flower.auth.acknowledgeNoAuth) }}
 {{- fail "flower.auth.mode=none-behind-proxy serves every task's arguments without authentication: put an authenticating proxy (e.g. oauth2-proxy) in front as the only way in, then set flower.auth.acknowledgeNoAuth=true" }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* ---- Redis Sentinel (High availability (Sentinel) in the README) ---- */}}
+
+{{/* "true" when the clients go through Sentinels: the bundled sentinel architecture, or externalRedis.sentinel. */}}
+{{- define "trustcard.sentinel.enabled" -}}
+{{- if .Values.redis.enabled }}
+{{- if eq .Values.redis.architecture "sentinel" }}true{{ end }}
+{{- else if .Values.externalRedis.sentinel.enabled }}true{{ end }}
+{{- end }}
+
+{{/* host:port of the bundled REDIS_URL: the Redis Service, or in sentinel mode the Sentinel Service
+(the clients ignore it then and ask REDIS_SENTINEL_HOSTS; the URL keeps scheme and database). */}}
+{{- define "trustcard.redis.urlHost" -}}
+{{- if eq .Values.redis.architecture "sentinel" }}
+{{- printf "%s:26379" (include "trustcard.redis.sentinelName" .) }}
+{{- else }}
+{{- printf "%s:6379" (include "trustcard.redis.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The sentinel-mode StatefulSet (named apart from the standalone one, whose serviceName is immutable). */}}
+{{- define "trustcard.redis.nodeName" -}}
+{{- printf "%s-redis-node" (include "trustcard.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Headless Service giving each sentinel-mode pod a DNS name, ready or not. */}}
+{{- define "trustcard.redis.headlessName" -}}
+{{- printf "%s-redis-headless" (include "trustcard.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Service in front of the bundled Sentinels. */}}
+{{- define "trustcard.redis.sentinelName" -}}
+{{- printf "%s-redis-sentinel" (include "trustcard.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The sentinel-mode pods' DNS names in ordinal order, space-separated (what Redis and Sentinels announce). */}}
+{{- define "trustcard.redis.nodeHosts" -}}
+{{- $hosts := list }}
+{{- range $ordinal := until (int .Values.redis.sentinel.replicas) }}
+{{- $hosts = append $hosts (printf "%s-%d.%s.%s.svc.%s" (include "trustcard.redis.nodeName" $) $ordinal (include "trustcard.redis.headlessName" $) $.Release.Namespace $.Values.redis.sentinel.clusterDomain) }}
+{{- end }}
+{{- join " " $hosts }}
+{{- end }}
+
+{{/* REDIS_SENTINEL_HOSTS: every Sentinel as host:port, comma-separated. */}}
+{{- define "trustcard.sentinel.hosts" -}}
+{{- if .Values.redis.enabled }}
+{{- $hosts := list }}
+{{- range splitList " " (include "trustcard.redis.nodeHosts" .) }}
+{{- $hosts = append $hosts (printf "%s:26379" .) }}
+{{- end }}
+{{- join "," $hosts }}
+{{- else }}
+{{- join "," .Values.externalRedis.sentinel.hosts }}
+{{- end }}
+{{- end }}
+
+{{/* Ports of externalRedis.sentinel.hosts, space-separated (Flower's egress policy). */}}
+{{- define "trustcard.sentinel.ports" -}}
+{{- $ports := list }}
+{{- range .Values.externalRedis.sentinel.hosts }}
+{{- $ports = append $ports (splitList ":" . | last) }}
+{{- end }}
+{{- join " " $ports }}
+{{- end }}
+
+{{/* REDIS_SENTINEL_MASTER_NAME. */}}
+{{- define "trustcard.sentinel.masterName" -}}
+{{- ternary .Values.redis.sentinel.masterName .Values.externalRedis.sentinel.masterName .Values.redis.enabled }}
+{{- end }}
+
+{{/* REDIS_SENTINEL_* of api, worker and exporter (the password comes as a file); none without Sentinel. */}}
+{{- define "trustcard.sentinel.env" -}}
+{{- if include "trustcard.sentinel.enabled" . }}
+- name: REDIS_SENTINEL_HOSTS
+  value: {{ include "trustcard.sentinel.hosts" . | quote }}
+- name: REDIS_SENTINEL_MASTER_NAME
+  value: {{ include "trustcard.sentinel.masterName" . | quote }}
 {{- end }}
 {{- end }}
