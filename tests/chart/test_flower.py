@@ -241,6 +241,29 @@ class TestFlowerObjects:
         assert redis == {"ports": [{"port": 6380, "protocol": "TCP"}], "to": to}
         assert _volume_items(objects, "-flower")["REDIS_URL"] == "r"
 
+    def test_network_policy_admits_the_sentinels(self) -> None:
+        """Flower asks the Sentinels for the master: their port must be open too."""
+        netpol = {"networkPolicy": {"enabled": True}}
+        bundled = render_chart({**FLOWER, **netpol, "redis": {"architecture": "sentinel"}})
+        egress = one(bundled, "NetworkPolicy", "-flower")["spec"]["egress"][1]
+        assert [p["port"] for p in egress["ports"]] == [6379, 26379]
+        external = render_chart(
+            {
+                **FLOWER,
+                **netpol,
+                "redis": {"enabled": False},
+                "externalRedis": {
+                    "existingSecret": "r",
+                    "address": "redis.example:6380",
+                    "sentinel": {"enabled": True, "hosts": ["s1:26379", "s2:26380", "s3:26379"]},
+                },
+            }
+        )
+        egress = one(external, "NetworkPolicy", "-flower")["spec"]["egress"][1]
+        assert [p["port"] for p in egress["ports"]] == [6380, 26379, 26380]
+        env = env_map(_flower(external))
+        assert env["REDIS_SENTINEL_HOSTS"] == "s1:26379,s2:26380,s3:26379"
+
 
 def _api_key(objects: list[dict[str, Any]]) -> str:
     data = one(objects, "Secret", "-api-keys")["data"]["api-keys"]
