@@ -27,7 +27,7 @@ CAMERA_SOURCE = IPTC + "digitalCapture"
 
 
 @dataclass(frozen=True)
-class TestAuthority:
+class SigningAuthority:
     """A root CA (the trust anchor to configure) and a claim-signing certificate it issued."""
 
     anchor_pem: str
@@ -39,7 +39,7 @@ class TestAuthority:
         return c2pa.Signer.from_info(info)
 
 
-def make_authority(name: str) -> TestAuthority:
+def make_authority(name: str) -> SigningAuthority:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test root CA")])
@@ -82,7 +82,7 @@ def make_authority(name: str) -> TestAuthority:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    return TestAuthority(
+    return SigningAuthority(
         anchor_pem=ca.public_bytes(pem).decode(),
         chain_pem=leaf.public_bytes(pem) + ca.public_bytes(pem),
         key_pem=key.private_bytes(
@@ -141,7 +141,7 @@ def manifest_definition(generator: str, source_type: str) -> dict[str, Any]:
 
 
 def signed_image(
-    image: bytes, authority: TestAuthority, generator: str, source_type: str, mime: str
+    image: bytes, authority: SigningAuthority, generator: str, source_type: str, mime: str
 ) -> bytes:
     """image with a manifest signed by authority's claim signer embedded."""
     source, dest = io.BytesIO(image), io.BytesIO()
