@@ -164,3 +164,11 @@ def tampered(jpeg: bytes) -> bytes:
         if data[offset] not in (0xFE, 0xFF) and data[offset - 1] != 0xFF:
             data[offset] ^= 0x01
     return bytes(data)
+
+
+def claim_edited(signed: bytes) -> bytes:
+    """The signed asset with one byte of the manifest's claim (its title) changed after signing."""
+    title = manifest_definition("", "")["title"].encode()
+    if signed.count(title) != 1:
+        raise ValueError("the claim's title is not in the asset exactly once")
+    return signed.replace(title, title[:-1] + b"X")

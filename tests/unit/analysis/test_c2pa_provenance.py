@@ -16,6 +16,7 @@ from bench.provenance_assets import (
     AI_SOURCE,
     CAMERA_SOURCE,
     SigningAuthority,
+    claim_edited,
     make_authority,
     plain_image,
     signed_image,
@@ -105,6 +106,16 @@ def test_asset_changed_after_signing_is_tampered_and_its_camera_claim_ignored(
     assert "assertion.dataHash.mismatch" in evidence
     assert "what it declares is ignored" in evidence
     assert "declared a camera capture" not in evidence
+
+
+def test_a_claim_changed_after_signing_fails_its_signature(trusted: SigningAuthority) -> None:
+    image = signed_image(plain_image(7), trusted, "Camera firmware", CAMERA_SOURCE, "image/jpeg")
+
+    signal = _ai_signal(claim_edited(image))
+
+    assert _validation(signal) == "invalid_signature"
+    assert (signal["score"], signal["confidence"]) == (0.5, 0.1)
+    assert "claimSignature.mismatch" in " ".join(signal["evidence"])
 
 
 def test_untrusted_signer_claiming_a_camera_counts_little(stranger: SigningAuthority) -> None:
