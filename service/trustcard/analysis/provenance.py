@@ -156,13 +156,22 @@ class ProvenanceAnalyzer:
 
     def __init__(self, trust_anchors_pem: str | None = None) -> None:
         """trust_anchors_pem: C2PA trust anchors (PEM); None: C2PA_TRUST_ANCHORS_FILE's."""
+        self.config_error = ""
         if trust_anchors_pem is None:
             from trustcard.config import get_settings
 
-            trust_anchors_pem = load_trust_anchors(get_settings().C2PA_TRUST_ANCHORS_FILE)
+            path = get_settings().C2PA_TRUST_ANCHORS_FILE
+            try:
+                trust_anchors_pem = load_trust_anchors(path)
+            except (OSError, ValueError) as exc:
+                # Fail this stage with the reason: not the whole pipeline, nor quietly trust none.
+                self.config_error = f"C2PA_TRUST_ANCHORS_FILE unusable: {exc}"
+                trust_anchors_pem = ""
         self.trust_anchors_pem = trust_anchors_pem
 
     def analyze(self, content: PostContent) -> Signal:
+        if self.config_error:
+            raise RuntimeError(self.config_error)
         reports = [
             inspect_media(index, item, self.trust_anchors_pem)
             for index, item in enumerate(content.media, 1)

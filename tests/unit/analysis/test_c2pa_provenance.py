@@ -139,6 +139,24 @@ def test_without_a_trust_list_even_the_test_ca_is_untrusted(
     assert _validation(_ai_signal(image)) == "untrusted_signer"
 
 
+def test_a_missing_anchor_file_fails_the_stage_with_the_reason(
+    trusted: SigningAuthority, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("C2PA_TRUST_ANCHORS_FILE", str(tmp_path / "absent.pem"))
+    get_settings.cache_clear()
+    supplied = SuppliedContent.model_validate(
+        {"caption": "hello", "media": [{"data_base64": base64.b64encode(plain_image(8)).decode()}]}
+    )
+
+    result = run_pipeline(URL, supplied, claims=[], config=PipelineConfig(plugins=[]))
+
+    stage = next(s for s in result.stages if s.name == "ai_generated")
+    assert stage.status == "failed"
+    assert "C2PA_TRUST_ANCHORS_FILE unusable" in stage.detail
+    assert "absent.pem" in stage.detail
+    assert result.trust.label  # the other stages and the score still ran
+
+
 def test_reader_reports_no_manifest_for_a_plain_image(trusted: SigningAuthority) -> None:
     assert read_manifest(plain_image(6), "image/jpeg", trusted.anchor_pem).validation == (
         "no_manifest"
