@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     MEDIA_FETCH_MAX_BYTES: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
     POST_FETCH_BASE_URL: str = "https://www.instagram.com"
     FETCH_USER_AGENT: str = "TrustCard/0.1 (+https://github.com/trustcard; post analysis)"
+    # PEM bundle of the C2PA trust anchors (root certificates) a manifest's signer must chain to
+    # for its declarations to count; empty: no signer is trusted (manifests count for little).
+    C2PA_TRUST_ANCHORS_FILE: str = ""
 
     # --- Redis eviction and the API's Redis connections (issue 14.4/14.5) ---
     # A Redis whose maxmemory-policy can evict keys (anything but noeviction) loses queued tasks

@@ -410,3 +410,32 @@ class TestRedisMemory:
         assert data["REDIS_MEMORY_HIGH_WATERMARK"] == "0.8"
         assert data["LONG_POLL_MAX"] == "50"
         assert data["LONG_POLL_PER_CLIENT"] == "5"
+
+
+class TestC2paTrustAnchors:
+    def test_none_by_default(self) -> None:
+        worker = one(render_chart(), "Deployment", "-worker")
+        assert "C2PA_TRUST_ANCHORS_FILE" not in env_map(container(worker, "worker"))
+        assert "c2pa-trust-anchors" not in {v["name"] for v in _pod_spec(worker)["volumes"]}
+
+    def test_existing_secret_is_mounted_as_the_file_the_worker_reads(self) -> None:
+        objects = render_chart(
+            {
+                "analysis": {
+                    "c2paTrustAnchors": {"existingSecret": "anchors", "existingSecretKey": "c.pem"}
+                }
+            }
+        )
+        worker = one(objects, "Deployment", "-worker")
+        spec = container(worker, "worker")
+        assert env_map(spec)["C2PA_TRUST_ANCHORS_FILE"] == "/run/secrets/c2pa/c.pem"
+        mount = next(m for m in spec["volumeMounts"] if m["name"] == "c2pa-trust-anchors")
+        assert (mount["mountPath"], mount["readOnly"]) == ("/run/secrets/c2pa", True)
+        volume = next(v for v in _pod_spec(worker)["volumes"] if v["name"] == "c2pa-trust-anchors")
+        assert volume["secret"] == {
+            "secretName": "anchors",
+            "items": [{"key": "c.pem", "path": "c.pem"}],
+        }
+        # Only workers analyse posts: the API never sees the anchors.
+        api = container(one(objects, "Deployment", "-api"), "api")
+        assert "C2PA_TRUST_ANCHORS_FILE" not in env_map(api)

@@ -82,6 +82,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         },
         "worker": {"autoscaling": {"mode": "keda"}},
     },
+    "c2pa-trust-anchors": {"analysis": {"c2paTrustAnchors": {"existingSecret": "c2pa-anchors"}}},
     "network-policies": {
         "networkPolicy": {
             "enabled": True,

@@ -3,12 +3,15 @@
 What it reads, per image: PNG text chunks (Stable Diffusion web UI `parameters`, ComfyUI
 `prompt`/`workflow`, InvokeAI, NovelAI, Fooocus), EXIF Software / ImageDescription, XMP
 CreatorTool / tiff:Software and IPTC DigitalSourceType, and C2PA manifests (JUMBF in JPEG APP11
-segments, the PNG caBX chunk, the WebP C2PA chunk) with their claim generator when readable.
+segments, the PNG caBX chunk, the WebP C2PA chunk, MP4 boxes).
 Bytes Pillow cannot open (video, HEIC) are searched for embedded XMP and C2PA only.
-The C2PA signature is NOT verified (no trust list here), so a manifest is evidence of what it
-declares, not proof. What it cannot see: metadata stripped by an upload (Instagram re-encodes
-and drops most of it), screenshots, re-encoded or re-saved copies, generators that write nothing,
-invisible watermarks (SynthID and the like). So absence of metadata scores low with low
+C2PA manifests are read AND validated by c2pa-python (trustcard.analysis.c2pa_verify): only a
+valid manifest whose signer chains to a configured trust anchor (C2PA_TRUST_ANCHORS_FILE) counts
+with high confidence; an untrusted signer's declaration counts little, and a manifest whose
+signature fails or whose asset was changed after signing counts not at all.
+What it cannot see: metadata stripped by an upload (Instagram re-encodes and drops
+most of it), screenshots, re-encoded or re-saved copies, generators that write nothing, invisible
+watermarks (SynthID and the like). So absence of metadata scores low with low
 confidence: it proves nothing.
 """
 
@@ -27,6 +30,12 @@ import defusedxml.ElementTree as safe_xml
 from defusedxml import DefusedXmlException
 from PIL import Image, UnidentifiedImageError
 
+from trustcard.analysis.c2pa_verify import (
+    Declaration,
+    Validation,
+    load_trust_anchors,
+    read_manifest,
+)
 from trustcard.analysis.content import MediaItem, PostContent
 from trustcard.analysis.signals import Signal
 
@@ -102,10 +111,13 @@ EXIF_DESCRIPTION = 0x010E
 EXIF_MAKE = 0x010F
 EXIF_MODEL = 0x0110
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# CBOR-encoded keys (text header byte 0x60 + length) naming the software behind a manifest.
-_AGENT_KEYS = (b"\x6fclaim_generator", b"\x74claim_generator_info", b"\x6dsoftwareAgent")
-_CBOR_NAME_KEY = b"\x64name"
 NO_METADATA = (0.1, 0.1)
+# A declaration signed by a trusted signer and bound to these very bytes: as sure as metadata gets.
+VERIFIED_CONFIDENCE = 0.9
+# Anyone can make a key and sign "camera capture": an untrusted signer's word counts little.
+UNTRUSTED_CONFIDENCE = 0.2
+# A manifest that fails validation says nothing about the asset: unknown, barely weighed.
+VOID_MANIFEST = (0.5, 0.1)
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,7 @@ class MediaReport:
     notes: list[str] = field(default_factory=list)
     score: float | None = None
     confidence: float = 0.0
+    c2pa_validation: Validation = "no_manifest"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,10 +152,30 @@ class ProvenanceAnalyzer:
     """Scores each image by its strongest provenance finding; the post by its worst image."""
 
     name = AI_GENERATED
-    version = "metadata-1"
+    version = "metadata-2 (C2PA validated)"
+
+    def __init__(self, trust_anchors_pem: str | None = None) -> None:
+        """trust_anchors_pem: C2PA trust anchors (PEM); None: C2PA_TRUST_ANCHORS_FILE's."""
+        self.config_error = ""
+        if trust_anchors_pem is None:
+            from trustcard.config import get_settings
+
+            path = get_settings().C2PA_TRUST_ANCHORS_FILE
+            try:
+                trust_anchors_pem = load_trust_anchors(path)
+            except (OSError, ValueError) as exc:
+                # Fail this stage with the reason: not the whole pipeline, nor quietly trust none.
+                self.config_error = f"C2PA_TRUST_ANCHORS_FILE unusable: {exc}"
+                trust_anchors_pem = ""
+        self.trust_anchors_pem = trust_anchors_pem
 
     def analyze(self, content: PostContent) -> Signal:
-        reports = [inspect_media(index, item) for index, item in enumerate(content.media, 1)]
+        if self.config_error:
+            raise RuntimeError(self.config_error)
+        reports = [
+            inspect_media(index, item, self.trust_anchors_pem)
+            for index, item in enumerate(content.media, 1)
+        ]
         scored = [r for r in reports if r.score is not None]
         evidence = [f"media {r.index} ({r.kind}): {line}" for r in reports for line in _lines(r)]
         data = {"media": [r.as_dict() for r in reports]}
@@ -172,7 +205,7 @@ def _lines(report: MediaReport) -> list[str]:
     return [finding.line() for finding in report.findings] + report.notes
 
 
-def inspect_media(index: int, item: MediaItem) -> MediaReport:
+def inspect_media(index: int, item: MediaItem, trust_anchors_pem: str = "") -> MediaReport:
     """The provenance findings of one media item, or a note saying why it was not inspected."""
     report = MediaReport(index=index, kind=item.content_type or "unknown type")
     if item.data is None:
@@ -182,22 +215,25 @@ def inspect_media(index: int, item: MediaItem) -> MediaReport:
     try:
         with Image.open(io.BytesIO(data)) as image:
             report.kind = f"{image.format} {image.width}x{image.height}"
+            mime_type = image.get_format_mimetype() or item.content_type
             report.findings.extend(_image_findings(image))
     except UnidentifiedImageError:
-        return _inspect_other_format(report, item, data)
+        return _inspect_other_format(report, item, data, trust_anchors_pem)
     except (Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         report.kind = "unreadable image"
         report.notes.append(f"image could not be read ({type(exc).__name__}: {exc})"[:300])
         return report
-    report.findings.extend(_embedded_findings(data))
+    _add_embedded_findings(report, data, mime_type, trust_anchors_pem)
     _score(report)
     return report
 
 
-def _inspect_other_format(report: MediaReport, item: MediaItem, data: bytes) -> MediaReport:
+def _inspect_other_format(
+    report: MediaReport, item: MediaItem, data: bytes, trust_anchors_pem: str
+) -> MediaReport:
     """Bytes Pillow cannot open (video, HEIC, not media at all): only embedded XMP/C2PA count."""
-    report.findings.extend(_embedded_findings(data))
-    if report.findings:
+    _add_embedded_findings(report, data, item.content_type, trust_anchors_pem)
+    if report.findings or report.c2pa_validation != "no_manifest":
         report.kind = f"{item.content_type or 'unrecognised format'}, {len(data)} bytes"
         report.notes.append("not an image Pillow reads: only embedded XMP and C2PA were searched")
         _score(report)
@@ -212,13 +248,30 @@ def _inspect_other_format(report: MediaReport, item: MediaItem, data: bytes) -> 
     return report
 
 
-def _embedded_findings(data: bytes) -> list[Finding]:
-    findings = [*_c2pa_findings(data), *_xmp_findings(data)]
-    return findings + list(_raw_source_type_findings(data, findings))
+def _add_embedded_findings(
+    report: MediaReport, data: bytes, mime_type: str, trust_anchors_pem: str
+) -> None:
+    manifest = c2pa_manifest_bytes(data)
+    if manifest is not None:
+        declaration = read_manifest(data, mime_type, trust_anchors_pem)
+        if declaration.validation == "no_manifest":  # C2PA boxes, but no manifest in them
+            declaration = Declaration("invalid_signature", "C2PA data holding no readable manifest")
+        report.c2pa_validation = declaration.validation
+        report.findings.extend(_c2pa_findings(declaration))
+        if declaration.validation in ("invalid_signature", "asset_tampered"):
+            report.notes.append(
+                f"C2PA manifest [{declaration.validation}]: {declaration.reason[:300]}; "
+                "what it declares is ignored"
+            )
+    findings = [*report.findings, *_xmp_findings(data)]
+    report.findings = findings + list(_raw_source_type_findings(data, findings, manifest))
 
 
 def _score(report: MediaReport) -> None:
     """Strongest finding's score; agreeing AI findings raise the confidence (capped at 0.95)."""
+    if not report.findings and report.c2pa_validation in ("invalid_signature", "asset_tampered"):
+        report.score, report.confidence = VOID_MANIFEST
+        return
     if not report.findings:
         report.score, report.confidence = NO_METADATA
         report.notes.append(
@@ -305,36 +358,46 @@ def _xmp_values(root: Element) -> Iterator[tuple[str, str]]:
                 yield name, value.strip()
 
 
-def _raw_source_type_findings(data: bytes, found: list[Finding]) -> Iterator[Finding]:
+def _raw_source_type_findings(
+    data: bytes, found: list[Finding], manifest: bytes | None
+) -> Iterator[Finding]:
     """Source types written outside a parsable XMP packet or C2PA manifest (e.g. broken XMP)."""
     seen = {f.quote.rstrip("/").rsplit("/", 1)[-1] for f in found}
+    # What a manifest declares was weighed by its validation, never again as bare text.
+    seen |= {m.group(1).decode() for m in _SOURCE_TYPE_TEXT.finditer(manifest or b"")}
     for kind in dict.fromkeys(m.group(1).decode() for m in _SOURCE_TYPE_TEXT.finditer(data)):
         if kind not in seen:
             score, confidence, meaning = SOURCE_TYPES[kind]
             yield Finding("IPTC digital source type in the file", kind, meaning, score, confidence)
 
 
-def _c2pa_findings(data: bytes) -> Iterator[Finding]:
-    manifest = c2pa_manifest_bytes(data)
-    if manifest is None:
+def _c2pa_findings(declaration: Declaration) -> Iterator[Finding]:
+    """What a manifest declares, weighed by how its validation went."""
+    validation = declaration.validation
+    if validation in ("no_manifest", "invalid_signature", "asset_tampered"):
         return
-    agents = c2pa_agents(manifest)
-    declared = [m.group(1).decode() for m in _SOURCE_TYPE_TEXT.finditer(manifest)]
-    label = "C2PA manifest (signature not verified)"
-    for kind in dict.fromkeys(declared):
+    trusted = validation == "valid"
+    signer = declaration.signer or "unnamed signer"
+    label = f"C2PA manifest [{validation}] signed by {signer!r}"
+    why = "" if trusted else f" — declared by a signer not on the trust list ({declaration.reason})"
+    kinds = [t.rstrip("/").rsplit("/", 1)[-1] for t in declaration.source_types]
+    declared = [k for k in dict.fromkeys(kinds) if k in SOURCE_TYPES]
+    for kind in declared:
         score, confidence, meaning = SOURCE_TYPES[kind]
-        # An unverified manifest is a declaration, hence a slightly lower confidence.
-        yield Finding(label, kind, meaning, score, round(confidence * 0.9, 3))
-    ai_agents = [(agent, named) for agent in agents if (named := _generator_named(agent))]
+        weight = max(confidence, VERIFIED_CONFIDENCE) if trusted else UNTRUSTED_CONFIDENCE
+        yield Finding(label, kind, meaning + why, score, weight)
+    agents = list(dict.fromkeys([declaration.claim_generator, *declaration.software_agents]))
+    ai_agents = [(agent, named) for agent in agents if agent and (named := _generator_named(agent))]
     for agent, named in ai_agents[:2]:
-        yield Finding(f"{label} generator", _quote(agent), f"names {named}", 0.9, 0.7)
+        weight = 0.85 if trusted else UNTRUSTED_CONFIDENCE
+        yield Finding(f"{label} generator", _quote(agent), f"names {named}{why}", 0.9, weight)
     if not declared and not ai_agents:
         yield Finding(
             label,
-            _quote("; ".join(agents)) if agents else "claim generator unreadable",
-            "content credentials present, declaring no AI source",
+            _quote("; ".join(a for a in agents if a)) or "claim generator unnamed",
+            "content credentials present, declaring no AI source" + why,
             0.1,
-            0.3,
+            0.5 if trusted else 0.1,
         )
 
 
@@ -349,56 +412,6 @@ def c2pa_manifest_bytes(data: bytes) -> bytes | None:
     else:
         payload = data if b"jumb" in data else b""
     return payload if b"jumb" in payload and b"c2pa" in payload else None
-
-
-def c2pa_agents(manifest: bytes) -> list[str]:
-    """Claim generators and action software agents the manifest's CBOR names, in order.
-
-    C2PA 1.x writes them as text, 2.x as maps with a "name"; the claim generator comes first.
-    """
-    names: list[str] = []
-    for key in _AGENT_KEYS:
-        for found in re.finditer(re.escape(key), manifest):
-            text = _cbor_text(manifest, found.end()) or _cbor_map_name(manifest, found.end())
-            if text:
-                names.append(text)
-    return list(dict.fromkeys(names))
-
-
-def claim_generator(manifest: bytes) -> str | None:
-    """The claim generator the manifest names (1.x claim_generator or 2.x info name)."""
-    for key in _AGENT_KEYS[:2]:
-        start = manifest.find(key)
-        if start >= 0:
-            text = _cbor_text(manifest, start + len(key)) or _cbor_map_name(
-                manifest, start + len(key)
-            )
-            if text:
-                return text
-    return None
-
-
-def _cbor_map_name(data: bytes, offset: int) -> str | None:
-    """The "name" of a CBOR map (or array of maps) starting at offset."""
-    if offset >= len(data) or not 0x80 <= data[offset] <= 0xBF:
-        return None
-    found = data.find(_CBOR_NAME_KEY, offset, offset + 16)
-    return None if found < 0 else _cbor_text(data, found + len(_CBOR_NAME_KEY))
-
-
-def _cbor_text(data: bytes, offset: int) -> str | None:
-    if offset >= len(data):
-        return None
-    head = data[offset]
-    if 0x60 <= head <= 0x77:
-        length, offset = head - 0x60, offset + 1
-    elif head == 0x78 and offset + 1 < len(data):
-        length, offset = data[offset + 1], offset + 2
-    elif head == 0x79 and offset + 2 < len(data):
-        length, offset = struct.unpack(">H", data[offset + 1 : offset + 3])[0], offset + 3
-    else:
-        return None
-    return data[offset : offset + length].decode("utf-8", errors="replace") or None
 
 
 def _jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
