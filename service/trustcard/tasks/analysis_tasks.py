@@ -8,7 +8,6 @@ again and stores over the same rows (one row per stage, one result).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from celery import Task
@@ -30,7 +29,7 @@ from trustcard.db.engine import session_factory
 from trustcard.db.models import Analysis
 from trustcard.db.models import Claim as StoredClaim
 from trustcard.db.retry import DatabaseStepFailed, with_retry
-from trustcard.progress import Progress
+from trustcard.progress import Progress, utc_now_iso
 from trustcard.task_status import PROGRESS_STATE, readable_error
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ def process_post(self: Task, analysis_id: str) -> dict[str, Any]:
     url, request = analysis.url, analysis.request
     claims = matchable_claims(stored_claims)
 
-    started_at = time.time()
+    started_at = utc_now_iso()
     progress_lost: list[str] = []
 
     def on_stage(progress: StageProgress) -> None:
