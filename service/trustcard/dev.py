@@ -21,6 +21,8 @@ import httpx
 from trustcard.config import Settings, redact_url
 from trustcard.dev_state import DevState
 from trustcard.local_redis import RedisServer, free_port, port_in_use
+from trustcard.names import QUEUE
+from trustcard.task_status import PROGRESS_STATE
 
 DEFAULT_WORKER_METRICS_PORT = Settings.model_fields["WORKER_METRICS_PORT"].default
 
@@ -29,6 +31,8 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Ctrl-C: running tasks get this long to finish, then go back to the queue (Celery's soft
 # shutdown); the next start runs them again. WORKER_SOFT_SHUTDOWN_TIMEOUT overrides it.
 DEV_SOFT_SHUTDOWN_SECONDS = 3.0
+# Stored states of a run that a stop cut off (the task is queued again, not running).
+INTERRUPTED_STATES = {"STARTED", PROGRESS_STATE}
 FORCED_EXIT_CODE = 130  # 128 + SIGINT, as a shell reports a program stopped by Ctrl-C
 # Width of the name in the `name   | line` prefix of each process's output.
 PREFIX_WIDTH = 6
@@ -68,6 +72,36 @@ def requeue_unacked(broker_url: str) -> int:
         for tag in tags:
             channel.qos.restore_by_tag(tag.decode(), client)
         return len(tags)
+
+
+def forget_interrupted_runs(broker_url: str, backend_url: str, queue: str) -> int:
+    """Queued tasks whose stored state is a run that was cut off show `pending` again; how many.
+
+    A requeued task keeps the STARTED/PROGRESS state of its cut-off run until the worker takes
+    it again; for the moments between the API answering and that, the API would show the old
+    run as `processing`. Deleting that state (Celery's `celery-task-meta-<id>`) makes it PENDING.
+    """
+    import json
+
+    import redis
+    from kombu.connection import Connection
+
+    with Connection(broker_url) as connection:  # type: ignore[no-untyped-call]
+        channel = connection.default_channel
+        lists = [channel._q_for_pri(queue, priority) for priority in channel.priority_steps]
+        messages = [raw for name in set(lists) for raw in channel.client.lrange(name, 0, -1)]
+    backend = redis.Redis.from_url(backend_url)
+    forgotten = 0
+    try:
+        for raw in messages:
+            task_id = json.loads(raw).get("headers", {}).get("id")
+            key = f"celery-task-meta-{task_id}"
+            meta = backend.get(key) if task_id else None
+            if meta and json.loads(meta).get("status") in INTERRUPTED_STATES:
+                forgotten += backend.delete(key)
+    finally:
+        backend.close()
+    return forgotten
 
 
 class OutputPrefixer:
@@ -148,6 +182,7 @@ class DevStack:
                 self.output.say(
                     f"trustcard dev: {requeued} task(s) cut off at the last stop are queued again"
                 )
+            forget_interrupted_runs(redis.url(0), redis.url(1), QUEUE)
             env = self._child_env(redis)
             self.database_url = env["DATABASE_URL"]
             self.soft_shutdown_seconds = env["WORKER_SOFT_SHUTDOWN_TIMEOUT"]

@@ -169,15 +169,16 @@ def _stop_dev_and_wait(dev: Proc, timeout: float = 30) -> float:
 
 
 def _rerun_after(client: httpx.Client, task_id: str, restarted: datetime) -> dict[str, object]:
-    """The task's view once its progress shows a run that began after `restarted`."""
+    """The task's view once it runs again (a run that began after `restarted`)."""
 
     def rerun() -> dict[str, object] | None:
         body = client.get(f"/tasks/{task_id}").json()
         progress = body.get("progress") or {}
         started = progress.get("started_at")
-        if started and datetime.fromisoformat(started) >= restarted:
-            return dict(body)
-        return None
+        # Until the worker takes it, the task is `pending`, never the cut-off run.
+        assert body["status"] == "pending" or started, body
+        assert not started or datetime.fromisoformat(started) >= restarted, body
+        return dict(body) if started else None
 
     # A few seconds: the worker takes the requeued message as soon as it is ready.
     return dict(wait_until(rerun, 15, interval=0.2, what="the task to run again"))
