@@ -175,8 +175,9 @@ def _rerun_after(client: httpx.Client, task_id: str, restarted: datetime) -> dic
         body = client.get(f"/tasks/{task_id}").json()
         progress = body.get("progress") or {}
         started = progress.get("started_at")
-        # Until the worker takes it, the task is `pending`, never the cut-off run.
-        assert body["status"] == "pending" or started, body
+        # `pending` until the worker takes it (then STARTED, then progress): never the
+        # cut-off run, whose progress has an earlier started_at.
+        assert body["status"] in {"pending", "processing"}, body
         assert not started or datetime.fromisoformat(started) >= restarted, body
         return dict(body) if started else None
 
