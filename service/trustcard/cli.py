@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import httpx
 import typer
 
-from trustcard.config import ConfigError, Settings, get_settings
+from trustcard.config import ConfigError, Settings, get_settings, redact_url
 from trustcard.db.cli import claims_cli, db_cli, require_schema_at_head
 from trustcard.names import QUEUE
 
@@ -48,6 +48,9 @@ def _options(
     ] = False,
 ) -> None:
     """Options before the command (--version)."""
+    # Before get_settings() is first called (and cached): the dev stack's DATABASE_URL.
+    if ctx.invoked_subcommand in DEV_DATABASE_COMMANDS:
+        _use_dev_database()
     # Every command's log lines (alembic's, the dev stack's) in LOG_FORMAT, like API and worker.
     # A bad setting is reported by the command itself (_settings_or_exit), not here.
     if ctx.invoked_subcommand in QUIET_COMMANDS:
@@ -59,6 +62,35 @@ def _options(
     except ConfigError:
         return
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+
+
+# Commands that, run beside `trustcard dev`, should see its database rather than ./trustcard.db.
+# Not api/worker/dev: a second dev stack must keep its own.
+DEV_DATABASE_COMMANDS = {"db", "claims"}
+
+
+def _use_dev_database() -> None:
+    """Without an explicit DATABASE_URL, use the database of the dev stack in ./.trustcard."""
+    from trustcard.config import SECRETS_DIR_ENV
+    from trustcard.dev_state import AmbiguousDevStacks, stack_for_commands
+
+    secrets_dir = os.environ.get(SECRETS_DIR_ENV)
+    if "DATABASE_URL" in os.environ or (secrets_dir and Path(secrets_dir, "DATABASE_URL").exists()):
+        return
+    try:
+        stack = stack_for_commands()
+    except AmbiguousDevStacks as exc:
+        typer.echo(f"trustcard: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if stack is None:
+        return
+    os.environ["DATABASE_URL"] = stack.database_url
+    state = "running" if stack.running else "stopped"
+    typer.echo(
+        f"trustcard: using the database of `trustcard dev` on port {stack.port} ({state}): "
+        f"{redact_url(stack.database_url)}; set DATABASE_URL for another",
+        err=True,
+    )
 
 
 def _settings_or_exit() -> Settings:
@@ -316,7 +348,11 @@ def dev(
     port: Annotated[int, typer.Option(help="API port")] = 8000,
     host: Annotated[str, typer.Option(help="API interface")] = "127.0.0.1",
     data_dir: Annotated[
-        Path, typer.Option(help="Where the embedded Redis (and the SQLite file) keep data")
+        Path,
+        typer.Option(
+            help="Base of the state directories: the stack on port P keeps its Redis data "
+            "and SQLite file in DATA_DIR/P/"
+        ),
     ] = Path(".trustcard"),
     concurrency: Annotated[int, typer.Option(help="Worker pool processes")] = 2,
     flower: Annotated[
@@ -326,9 +362,11 @@ def dev(
 ) -> None:
     """Run everything locally: embedded Redis, one worker and the API; Ctrl-C stops all.
 
-    The database (DATABASE_URL, else a SQLite file in the data directory) is upgraded first.
+    The database (DATABASE_URL, else a SQLite file in the state directory) is upgraded first.
+    Ctrl-C: running tasks get WORKER_SOFT_SHUTDOWN_TIMEOUT (3 s), then are requeued; twice: kill.
     """
     from trustcard.dev import DevStack, PortTaken
+    from trustcard.dev_state import StateDirInUse
 
     _settings_or_exit()
     try:
@@ -339,7 +377,7 @@ def dev(
             concurrency=concurrency,
             flower_port=flower_port if flower else 0,
         ).run()
-    except PortTaken as exc:
+    except (PortTaken, StateDirInUse) as exc:
         typer.echo(f"trustcard dev: {exc}", err=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)

@@ -75,6 +75,8 @@ class RedisServer:
     process: subprocess.Popen[bytes] | None = None
     # Called in the child before exec (e.g. to die with the parent); None for tests' servers.
     preexec: Callable[[], None] | None = None
+    # Log to a pipe (`process.stdout`, read by `trustcard dev`) instead of data_dir/redis.log.
+    log_to_pipe: bool = False
 
     def url(self, db: int = 0) -> str:
         auth = f":{self.password}@" if self.password else ""
@@ -99,13 +101,15 @@ class RedisServer:
                 "--save",
                 "",
                 "--logfile",
-                str(self.data_dir / "redis.log"),
+                "" if self.log_to_pipe else str(self.data_dir / "redis.log"),
                 "--daemonize",
                 "no",
                 # Throwaway local servers only; the chart passes its password through a file.
                 *(["--requirepass", self.password] if self.password else []),
             ],
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if self.log_to_pipe else None,
+            stderr=subprocess.STDOUT if self.log_to_pipe else None,
             start_new_session=True,
             preexec_fn=self.preexec,
         )
@@ -120,7 +124,7 @@ class RedisServer:
         try:
             while True:
                 if self.process is not None and self.process.poll() is not None:
-                    log = (self.data_dir / "redis.log").read_text(errors="replace")[-2000:]
+                    log = self._last_output()
                     raise RuntimeError(f"redis-server exited with {self.process.returncode}: {log}")
                 try:
                     if client.ping():
@@ -132,6 +136,11 @@ class RedisServer:
                 time.sleep(0.05)
         finally:
             client.close()
+
+    def _last_output(self) -> str:
+        if self.log_to_pipe and self.process is not None and self.process.stdout is not None:
+            return self.process.stdout.read().decode(errors="replace")[-2000:]
+        return (self.data_dir / "redis.log").read_text(errors="replace")[-2000:]
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut Redis down (SIGTERM makes it flush the append-only file) and wait for it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from trustcard.observability.tracing import stage_span
@@ -27,10 +28,16 @@ class Progress:
     stage_index: int
     total_stages: int
     percent: int
-    started_at: float
+    # ISO-8601 UTC, like every other time the API shows (submitted_at, finished_at).
+    started_at: str
 
     def as_meta(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def utc_now_iso() -> str:
+    """Now as ISO-8601 UTC (`2026-12-04T07:15:00.123456+00:00`), the API's time format."""
+    return datetime.now(UTC).isoformat()
 
 
 def run_simulated_stages(
@@ -40,7 +47,8 @@ def run_simulated_stages(
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Walk through `stages`, reporting before each, and return a summary of what ran."""
-    started = time.time()
+    started_at = utc_now_iso()
+    started = time.monotonic()
     done: list[dict[str, Any]] = []
     for index, stage in enumerate(stages, start=1):
         # The stage's span covers its progress report (a result-backend write) and its work.
@@ -51,7 +59,7 @@ def run_simulated_stages(
                     stage_index=index,
                     total_stages=len(stages),
                     percent=round(100 * (index - 1) / len(stages)),
-                    started_at=started,
+                    started_at=started_at,
                 )
             )
             stage_start = time.monotonic()
@@ -63,5 +71,5 @@ def run_simulated_stages(
         "stages": done,
         "total_stages": len(stages),
         "percent": 100,
-        "total_seconds": round(time.time() - started, 3),
+        "total_seconds": round(time.monotonic() - started, 3),
     }

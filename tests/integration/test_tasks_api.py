@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -46,6 +47,8 @@ def test_long_task_goes_pending_processing_completed_with_progress(client: httpx
             progress = body["progress"]
             assert progress["total_stages"] == 5
             assert 0 <= progress["percent"] < 100
+            # ISO-8601 UTC like submitted_at (it was epoch seconds).
+            assert datetime.fromisoformat(progress["started_at"]).utcoffset() == timedelta(0)
             seen_stages[progress["stage_index"]] = progress["stage"]
         return bool(body["status"] == "completed")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from trustcard.progress import SIMULATED_STAGES, Progress, run_simulated_stages
 
 
@@ -19,11 +21,21 @@ def test_reports_each_stage_in_order_with_percent() -> None:
 
 
 def test_progress_meta_is_json_friendly() -> None:
-    meta = Progress("a", 1, 2, 0, 0.0).as_meta()
+    meta = Progress("a", 1, 2, 0, "2026-12-04T07:00:00+00:00").as_meta()
     assert meta == {
         "stage": "a",
         "stage_index": 1,
         "total_stages": 2,
         "percent": 0,
-        "started_at": 0.0,
+        "started_at": "2026-12-04T07:00:00+00:00",
     }
+
+
+def test_started_at_is_iso_8601_utc_and_shared_by_every_stage() -> None:
+    reports: list[Progress] = []
+    run_simulated_stages(reports.append, 0.0, sleep=lambda _: None)
+    started = {report.started_at for report in reports}
+    assert len(started) == 1
+    parsed = datetime.fromisoformat(started.pop())
+    assert parsed.utcoffset() == timedelta(0)
+    assert abs(datetime.now(UTC) - parsed) < timedelta(seconds=60)

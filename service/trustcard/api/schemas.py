@@ -53,7 +53,7 @@ class TaskProgress(BaseModel):
     stage_index: int
     total_stages: int
     percent: int
-    started_at: float | None = None
+    started_at: str | None = Field(None, description="ISO-8601 UTC")
 
 
 class TaskState(BaseModel):

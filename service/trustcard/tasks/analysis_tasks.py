@@ -31,7 +31,7 @@ from trustcard.db.models import Analysis
 from trustcard.db.models import Claim as StoredClaim
 from trustcard.db.retry import DatabaseStepFailed, with_retry
 from trustcard.observability.analysis_metrics import observe_failure, observe_result
-from trustcard.progress import Progress
+from trustcard.progress import Progress, utc_now_iso
 from trustcard.task_status import PROGRESS_STATE, readable_error
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def process_post(self: Task, analysis_id: str) -> dict[str, Any]:
     url, request = analysis.url, analysis.request
     claims = matchable_claims(stored_claims)
 
-    started_at = time.time()
+    started_at = utc_now_iso()
     progress_lost: list[str] = []
 
     def on_stage(progress: StageProgress) -> None:
