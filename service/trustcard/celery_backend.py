@@ -58,7 +58,7 @@ def soft_time_limit_deferred(task_id: str, state: str) -> Iterator[None]:
     backend's retry sleep while Redis is away: a task whose body succeeded is reported failed
     ("Exception raised outside body: SoftTimeLimitExceeded", celery/app/trace.py:690-696)
     and its FAILURE write is retried in turn. Seen after every outage longer than what was
-    left of a running task's soft limit (docs/upstream-redis-outages.md, section 5).
+    left of a running task's soft limit (docs/upstream-redis-outages.md, section 4).
     """
     soft_signal = billiard_pool.SIG_SOFT_TIMEOUT
     if soft_signal is None or threading.current_thread() is not threading.main_thread():
