@@ -34,7 +34,8 @@ class TrustcardRedisBackend(RedisBackend):  # type: ignore[misc]
 
         An event rather than a span of its own: two store spans per task (STARTED, SUCCESS)
         were two thirds of a task's spans and cost ~48 µs each to record and encode; an event
-        is a timestamp and an attribute on the span already being recorded.
+        is a timestamp and an attribute on the span already being recorded. A final state is
+        written out even past the task's soft time limit (soft_time_limit_deferred).
         """
         if state in states.READY_STATES:
             with soft_time_limit_deferred(task_id, state):
@@ -53,12 +54,12 @@ def soft_time_limit_deferred(task_id: str, state: str) -> Iterator[None]:
     """In a pool child, a soft time limit reached while the final state is written is logged,
     not raised; the hard limit still bounds the write.
 
-    The soft limit is there to let a task clean up. Raised here (Celery raises it from the
-    SIGUSR1 handler billiard installs in every child, wherever the child is), it lands in the
-    backend's retry sleep while Redis is away: a task whose body succeeded is reported failed
-    ("Exception raised outside body: SoftTimeLimitExceeded", celery/app/trace.py:690-696)
-    and its FAILURE write is retried in turn. Seen after every outage longer than what was
-    left of a running task's soft limit (docs/upstream-redis-outages.md, section 4).
+    The soft limit is there to let a task clean up. billiard raises it from the SIGUSR1
+    handler it installs in every child, wherever the child is: while Redis is away, in the
+    backend's retry sleep, and a task whose body succeeded is reported failed ("Exception
+    raised outside body: SoftTimeLimitExceeded", celery/app/trace.py:690-696). Seen after
+    outages longer than what was left of a running task's soft limit
+    (docs/upstream-redis-outages.md, section 4).
     """
     soft_signal = billiard_pool.SIG_SOFT_TIMEOUT
     if soft_signal is None or threading.current_thread() is not threading.main_thread():
