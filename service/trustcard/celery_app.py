@@ -90,8 +90,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A Redis blip while storing a result retries instead of failing a finished task.
         "result_backend_always_retry": True,
         # Outages: a task that ran through a reconnect waits for Redis to store its result
-        # (backoff capped at 10 s; about a minute in all) rather than run again later.
-        "result_backend_max_retries": 20,
+        # (about 55 s in all, at most ~110 s) rather than run again later.
+        "result_backend_max_retries": 60,
+        # Outages: retry at least every 2 s (Celery's cap is 10 s), so a finished task's write
+        # lands, and frees its pool slot, within 2 s of Redis's return instead of up to 10 s;
+        # one still waiting at the hard time limit fails (docs/upstream-redis-outages.md, 4).
+        "result_backend_max_sleep_between_retries_ms": 2000,
         # Results (and our issued-id records) disappear together after this.
         "result_expires": settings.RESULT_EXPIRES,
         # JSON only: plain clients in other languages can send tasks; no pickle from the wire.

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from billiard import pool as billiard_pool
+from celery import states
 from celery.backends.redis import RedisBackend
 from opentelemetry import trace
+
+log = logging.getLogger(__name__)
 
 # The event on the current span (the task's run span, or a stage span for progress) when a
 # state was written; attribute celery.state says which.
@@ -25,11 +34,52 @@ class TrustcardRedisBackend(RedisBackend):  # type: ignore[misc]
 
         An event rather than a span of its own: two store spans per task (STARTED, SUCCESS)
         were two thirds of a task's spans and cost ~48 µs each to record and encode; an event
-        is a timestamp and an attribute on the span already being recorded.
+        is a timestamp and an attribute on the span already being recorded. A final state is
+        written out even past the task's soft time limit (soft_time_limit_deferred).
         """
-        stored = super().store_result(task_id, result, state, *args, **kwargs)
+        if state in states.READY_STATES:
+            with soft_time_limit_deferred(task_id, state):
+                stored = super().store_result(task_id, result, state, *args, **kwargs)
+        else:
+            stored = super().store_result(task_id, result, state, *args, **kwargs)
         trace.get_current_span().add_event(RESULT_STORED_EVENT, {"celery.state": state})
         return stored
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         """Skip the result subscription; results are read by key when a client asks."""
+
+
+@contextmanager
+def soft_time_limit_deferred(task_id: str, state: str) -> Iterator[None]:
+    """In a pool child, a soft time limit reached while the final state is written is logged,
+    not raised; the hard limit still bounds the write.
+
+    The soft limit is there to let a task clean up. billiard raises it from the SIGUSR1
+    handler it installs in every child, wherever the child is: while Redis is away, in the
+    backend's retry sleep, and a task whose body succeeded is reported failed ("Exception
+    raised outside body: SoftTimeLimitExceeded", celery/app/trace.py:690-696). Seen after
+    outages longer than what was left of a running task's soft limit
+    (docs/upstream-redis-outages.md, section 4).
+    """
+    soft_signal = billiard_pool.SIG_SOFT_TIMEOUT
+    if soft_signal is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(soft_signal)
+    if previous is not billiard_pool.soft_timeout_sighandler:
+        # Not a pool child with soft limits (the API, the worker's main process, eager runs).
+        yield
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        log.warning(
+            "task %s reached its soft time limit while storing its %s state; the write goes on",
+            task_id,
+            state,
+        )
+
+    signal.signal(soft_signal, note)
+    try:
+        yield
+    finally:
+        signal.signal(soft_signal, previous)

@@ -66,3 +66,11 @@ def test_worker_uses_our_pool_and_logging() -> None:
     assert config["worker_pool"] == "trustcard.worker_pool:TaskPool"
     # Logging is ours (setup_logging receiver), so Celery's task log format would be dead config.
     assert "worker_task_log_format" not in config
+
+
+def test_result_writes_retry_often_enough_to_land_soon_after_an_outage() -> None:
+    """Read back from the live backend: Celery reads these names, not transport options."""
+    backend = create_celery_app(Settings()).backend
+    assert backend.always_retry is True
+    assert backend.max_sleep_between_retries_ms == 2000
+    assert backend.max_retries == 60
