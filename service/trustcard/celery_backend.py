@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from opentelemetry import trace
 
 # The event on the current span (the task's run span, or a stage span for progress) when a
@@ -33,3 +33,11 @@ class TrustcardRedisBackend(RedisBackend):  # type: ignore[misc]
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         """Skip the result subscription; results are read by key when a client asks."""
+
+
+class TrustcardSentinelBackend(TrustcardRedisBackend, SentinelBackend):  # type: ignore[misc]
+    """The same, on the master Redis Sentinel names (REDIS_SENTINEL_HOSTS set).
+
+    Celery's SentinelBackend resolves the master through the Sentinels for each new connection;
+    `master_name` and `sentinel_kwargs` come from result_backend_transport_options.
+    """
