@@ -98,7 +98,8 @@ def sync_client(settings: Settings, url: str, **options: Any) -> redis.Redis:
             sentinel_kwargs=sentinel_kwargs(settings, url, **_sentinel_socket_options(options)),
         )
         master = {**master_options(settings, url), **options}
-        return sentinel.master_for(settings.REDIS_SENTINEL_MASTER_NAME, **master)
+        client: redis.Redis = sentinel.master_for(settings.REDIS_SENTINEL_MASTER_NAME, **master)
+        return client
     return redis.Redis.from_url(url, **client_options(settings, url), **options)
 
 
@@ -110,7 +111,10 @@ def async_client(settings: Settings, url: str, **options: Any) -> redis.asyncio.
             sentinel_kwargs=sentinel_kwargs(settings, url, **_sentinel_socket_options(options)),
         )
         master = {**master_options(settings, url), **options}
-        return sentinel.master_for(settings.REDIS_SENTINEL_MASTER_NAME, **master)
+        aclient: redis.asyncio.Redis = sentinel.master_for(
+            settings.REDIS_SENTINEL_MASTER_NAME, **master
+        )
+        return aclient
     return redis.asyncio.Redis.from_url(url, **client_options(settings, url), **options)
 
 
