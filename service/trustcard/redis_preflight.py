@@ -144,13 +144,16 @@ def _connection_problem(settings: Settings, url: str) -> str | None:
         socket_timeout=CONNECT_SECONDS,
         retry=Retry(NoBackoff(), retries=0),
     )
+    where = _where(url)
+    if settings.sentinel_hosts:
+        where = f"the master {settings.REDIS_SENTINEL_MASTER_NAME!r} (from the Sentinels)"
     try:
         client.ping()
     except redis.AuthenticationError as exc:
-        return f"Redis at {_where(url)} refused the credentials ({exc})"
+        return f"Redis at {where} refused the credentials ({exc})"
     except redis.ResponseError as exc:
         if str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
-            return f"Redis at {_where(url)} refused the credentials ({exc})"
+            return f"Redis at {where} refused the credentials ({exc})"
         return None
     except redis.RedisError as exc:
         if settings.sentinel_hosts:
