@@ -140,7 +140,8 @@ class Settings(BaseSettings):
         if "ssl_" in parts.query:
             # One place for TLS options: a URL's ssl_cert_reqs would reach the backend only.
             raise ValueError("TLS options belong in the REDIS_TLS_* settings, not in the URL")
-        db = parts.path.lstrip("/")
+        # A unix:// URL's path is the socket (its database is a `?db=` query).
+        db = parts.path.lstrip("/") if parts.scheme != "unix" else ""
         if db and not db.isdigit():
             raise ValueError(f"database must be a number, got {db!r}")
         return value

@@ -26,7 +26,7 @@ import redis.asyncio.sentinel
 import redis.sentinel
 
 from tests.faults import figures, successes, wait_all
-from tests.sentinel_set import MASTER_NAME, SentinelSet
+from tests.sentinel_set import MASTER_NAME, Node, SentinelSet
 from tests.stack import ServiceStack, trustcard_cmd
 from trustcard.api.resources import redis_client
 from trustcard.celery_app import create_celery_app
@@ -276,6 +276,21 @@ def _unknown_outcomes(client: httpx.Client, burst: Burst) -> Counter[str]:
     return statuses
 
 
+def _in_flight_and_lag(nodes: SentinelSet, master: Node) -> tuple[int, int]:
+    """Tasks delivered and not acked (running or reserved), and how far the replicas trail.
+
+    The lag is what an abrupt master loss could take with it: Redis replicates asynchronously.
+    """
+    with nodes.node_client(master) as client:
+        in_flight = int(client.hlen("unacked"))
+        info = client.info("replication")
+    offsets = [
+        v["offset"] for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
+    ]
+    lag = int(info["master_repl_offset"]) - max(offsets) if offsets else -1
+    return in_flight, lag
+
+
 def _run_failover(
     tmp_path: Path, nodes: SentinelSet, case: str, fault: str, total: int = 400
 ) -> None:
@@ -290,7 +305,9 @@ def _run_failover(
             # Mid-burst, with tasks queued and two running.
             while len(burst.accepted) < total // 3 and thread.is_alive():
                 time.sleep(0.01)
-            old_port = nodes.master().port
+            master = nodes.master()
+            old_port = master.port
+            in_flight, lag = _in_flight_and_lag(nodes, master)
             fault_at = time.monotonic()
             if fault == "kill":
                 nodes.kill_master()
@@ -318,6 +335,8 @@ def _run_failover(
             lost=len(lost),
             duplicated=duplicated,
             refused_503=len(burst.refused),
+            in_flight_at_fault=in_flight,
+            replica_lag_bytes_at_fault=lag,
             unknown_outcome=dict(unknown),
             sentinel_failover_seconds=failover_seconds,
             recovery_seconds=recovered,
