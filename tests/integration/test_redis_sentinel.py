@@ -26,8 +26,9 @@ import redis.asyncio.sentinel
 import redis.sentinel
 
 from tests.faults import figures, successes, wait_all
+from tests.metrics_text import scrape, value
 from tests.sentinel_set import MASTER_NAME, Node, SentinelSet
-from tests.stack import ServiceStack, trustcard_cmd
+from tests.stack import Proc, ServiceStack, submit, trustcard_cmd, wait_until
 from trustcard.api.resources import redis_client
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings
@@ -169,6 +170,66 @@ def test_api_clients_through_sentinel_keep_the_bounds(shared_set: SentinelSet) -
             await client.aclose()
 
     asyncio.run(check())
+
+
+# -- the exporter and the eviction check read the master ---------------------------------
+
+
+def test_exporter_and_eviction_check_read_the_master(
+    tmp_path: Path, shared_set: SentinelSet
+) -> None:
+    master = shared_set.master()
+    admin = shared_set.node_client(master)
+    stack = ServiceStack(tmp_path, with_worker=False, env_overrides=sentinel_env(shared_set))
+    exporter_port = free_port()
+    exporter = Proc(
+        "exporter",
+        trustcard_cmd("exporter", "--port", str(exporter_port)),
+        {**os.environ, **sentinel_env(shared_set)},
+        tmp_path / "exporter.log",
+    )
+    try:
+        stack.start()
+        exporter.start()
+        with stack.client() as client:
+            ids = [submit(client, "/tasks/test/add", x=i, y=1) for i in range(3)]
+            assert ids
+
+            def depth() -> float | None:
+                assert exporter.alive(), exporter.log()
+                try:
+                    samples = scrape(f"http://127.0.0.1:{exporter_port}/metrics")
+                except httpx.HTTPError:
+                    return None
+                return value(samples, "trustcard_queue_depth", queue="analysis")
+
+            # Queued on the master the Sentinels name; the exporter found it the same way.
+            assert wait_until(depth, 30, what="the exporter to read the queue") == 3
+
+            # Only the master turns evicting: the API's probe and the worker read that one.
+            admin.config_set("maxmemory-policy", "allkeys-lru")
+            ready = client.get("/health/ready")
+            assert ready.status_code == 503, ready.text
+            broker = client.get("/health/detail").json()["dependencies"]["broker"]
+            assert broker["maxmemory_policy"] == "allkeys-lru"
+            worker = Proc(
+                "worker",
+                trustcard_cmd("worker", "--concurrency", "1", "--without-mingle"),
+                {**stack.env(), "WORKER_METRICS_PORT": "0"},
+                tmp_path / "worker.log",
+            ).start()
+            try:
+                wait_until(lambda: " ready." in worker.log() or not worker.alive(), 60)
+                assert "maxmemory-policy allkeys-lru" in worker.log()
+                # And it drains the queue through the Sentinels.
+                wait_all(client, ids, {"completed"}, timeout=30)
+            finally:
+                worker.stop()
+    finally:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.close()
+        exporter.stop()
+        stack.stop()
 
 
 # -- start-up check ---------------------------------------------------------------------------
