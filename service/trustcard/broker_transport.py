@@ -30,6 +30,8 @@ from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import OutOfMemoryError
 
+from trustcard.redis_write_refusal import SentinelMasterConnection, SentinelMasterSSLConnection
+
 log = logging.getLogger(__name__)
 
 
@@ -90,7 +92,14 @@ class Transport(kombu_redis.Transport):
 
 
 class OutOfMemoryTolerantSentinelChannel(OutOfMemoryTolerantChannel, kombu_redis.SentinelChannel):
-    """kombu's Sentinel channel (master address from the Sentinels) with the tolerance above."""
+    """kombu's Sentinel channel (master address from the Sentinels) with the tolerance above.
+
+    A master without enough replicas (NOREPLICAS) counts as a lost connection, not as an
+    unrecoverable error (see redis_write_refusal).
+    """
+
+    connection_class = SentinelMasterConnection
+    connection_class_ssl = SentinelMasterSSLConnection  # type: ignore[assignment]
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):

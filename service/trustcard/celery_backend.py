@@ -7,6 +7,8 @@ from typing import Any
 from celery.backends.redis import RedisBackend, SentinelBackend
 from opentelemetry import trace
 
+from trustcard.redis_write_refusal import SentinelMasterConnection, SentinelMasterSSLConnection
+
 # The event on the current span (the task's run span, or a stage span for progress) when a
 # state was written; attribute celery.state says which.
 RESULT_STORED_EVENT = "result stored"
@@ -41,3 +43,10 @@ class TrustcardSentinelBackend(TrustcardRedisBackend, SentinelBackend):  # type:
     Celery's SentinelBackend resolves the master through the Sentinels for each new connection;
     `master_name` and `sentinel_kwargs` come from result_backend_transport_options.
     """
+
+    # NOREPLICAS is retried like a lost connection (see redis_write_refusal).
+    connection_class_ssl = SentinelMasterSSLConnection
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connparams.setdefault("connection_class", SentinelMasterConnection)

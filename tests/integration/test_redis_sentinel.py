@@ -232,6 +232,47 @@ def test_exporter_and_eviction_check_read_the_master(
         stack.stop()
 
 
+def test_a_master_without_enough_replicas_stops_submissions_not_the_worker(
+    tmp_path: Path, shared_set: SentinelSet
+) -> None:
+    """min-replicas-to-write unmet: every write is refused with NOREPLICAS (BRPOP included).
+
+    The worker exited on it (`Unrecoverable error: server:ResponseError`); now it waits as for
+    a lost connection and drains the queue once the master accepts writes again.
+    """
+    admin = shared_set.node_client(shared_set.master())
+    stack = ServiceStack(tmp_path, env_overrides=sentinel_env(shared_set))
+    try:
+        stack.start()
+        assert stack.worker is not None
+        with stack.client() as client:
+            before = [submit(client, "/tasks/test/add", x=i, y=1) for i in range(3)]
+            wait_all(client, before, {"completed"}, timeout=30)
+            admin.config_set("min-replicas-to-write", 3)  # two replicas: never met
+            refused = client.post("/tasks/test/add", params={"x": 1, "y": 1})
+            assert refused.status_code == 503, refused.text
+            assert "NOREPLICAS" in refused.json()["detail"]
+            assert client.get("/health/ready").status_code == 503
+            time.sleep(5)  # the worker's BRPOPs are refused meanwhile
+            assert stack.worker.alive(), stack.worker.log()[-3000:]
+            admin.config_set("min-replicas-to-write", 0)
+            after = wait_until(
+                lambda: _accepted(client), 30, interval=0.2, what="submissions to be accepted"
+            )
+            wait_all(client, [after], {"completed"}, timeout=60)
+        assert stack.worker.alive()
+        assert "Unrecoverable error" not in stack.worker.log()
+    finally:
+        admin.config_set("min-replicas-to-write", 0)
+        admin.close()
+        stack.stop()
+
+
+def _accepted(client: httpx.Client) -> str | None:
+    response = client.post("/tasks/test/add", params={"x": 2, "y": 2})
+    return str(response.json()["task_id"]) if response.status_code == 202 else None
+
+
 # -- start-up check ---------------------------------------------------------------------------
 
 
