@@ -379,9 +379,11 @@ def _unknown_outcomes(client: httpx.Client, burst: Burst) -> Counter[str]:
 
 
 def _in_flight_and_lag(nodes: SentinelSet, master: Node) -> tuple[int, int]:
-    """Tasks delivered and not acked (running or reserved), and how far the replicas trail.
+    """Tasks delivered and not acked (running or reserved), and the replicas' acked lag.
 
-    The lag is what an abrupt master loss could take with it: Redis replicates asynchronously.
+    Bytes of the replication stream the replicas have not acknowledged: an upper bound of
+    what an abrupt master loss could take with it (Redis replicates asynchronously; replicas
+    acknowledge once a second, so most of it has usually arrived).
     """
     with nodes.node_client(master) as client:
         in_flight = int(client.hlen("unacked"))
@@ -438,7 +440,7 @@ def _run_failover(
             duplicated=duplicated,
             refused_503=len(burst.refused),
             in_flight_at_fault=in_flight,
-            replica_lag_bytes_at_fault=lag,
+            replica_unacked_bytes_at_fault=lag,
             unknown_outcome=dict(unknown),
             sentinel_failover_seconds=failover_seconds,
             recovery_seconds=recovered,
@@ -463,6 +465,22 @@ def _run_failover(
 
 def test_master_killed_mid_burst(tmp_path: Path, sentinel_set: SentinelSet) -> None:
     _run_failover(tmp_path, sentinel_set, "sentinel: master SIGKILLed mid-burst", "kill", 1000)
+
+
+def test_master_killed_mid_burst_with_min_replicas_to_write(tmp_path: Path) -> None:
+    """The recommended production setting: a master with no current replica takes no writes."""
+    nodes = SentinelSet(
+        tmp_path / "sentinel-set",
+        PASSWORD,
+        SENTINEL_PASSWORD,
+        node_args=["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"],
+    ).start()
+    try:
+        _run_failover(
+            tmp_path, nodes, "sentinel: master SIGKILLed mid-burst, min-replicas-to-write 1", "kill"
+        )
+    finally:
+        nodes.stop()
 
 
 def test_graceful_failover_mid_burst(tmp_path: Path, sentinel_set: SentinelSet) -> None:
