@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -436,6 +437,9 @@ def _run_failover(
             fault_at = time.monotonic()
             if fault == "kill":
                 nodes.kill_master()
+            elif fault == "sigterm":
+                # A pod's rolling restart: Redis >= 7 lets lagging replicas catch up first.
+                master.kill(signal.SIGTERM)
             else:
                 nodes.failover()
             failover_seconds = nodes.wait_new_master(old_port)
@@ -502,6 +506,11 @@ def test_master_killed_mid_burst_with_min_replicas_to_write(tmp_path: Path) -> N
         )
     finally:
         nodes.stop()
+
+
+def test_master_stopped_mid_burst(tmp_path: Path, sentinel_set: SentinelSet) -> None:
+    """SIGTERM (what Kubernetes sends on a rolling restart or a drain), then Sentinel fails over."""
+    _run_failover(tmp_path, sentinel_set, "sentinel: master SIGTERMed mid-burst", "sigterm")
 
 
 @pytest.mark.xfail(reason=GRACEFUL_LOSS, strict=False)
