@@ -1,8 +1,8 @@
 """A real Redis Sentinel set on loopback: 1 master + 2 replicas (AOF on) and 3 Sentinels.
 
 Quorum 2, a 5 s down-after so a killed master is replaced within seconds: 1 s made a loaded
-2-core machine fail over twice (a split brain, docs/upstream-redis-outages.md, "stall" branch). Every process
-is started here and stopped by its pid (SIGTERM, then SIGKILL).
+2-core machine fail over twice (a split brain, docs/upstream-redis-outages.md, "stall" branch).
+Every process is started here and stopped by its pid (SIGTERM, then SIGKILL).
 """
 
 from __future__ import annotations
