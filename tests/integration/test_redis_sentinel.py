@@ -445,7 +445,7 @@ def _run_failover(
             failover_seconds = nodes.wait_new_master(old_port)
             thread.join(timeout=120)
             assert not thread.is_alive(), "submissions did not finish"
-            statuses = _final_statuses(client, burst.accepted, timeout=150)
+            statuses = _final_statuses(client, burst.accepted, timeout=60)
             unknown = _unknown_outcomes(client, burst)
         ran = successes([worker.log()], "test.add") + successes([worker.log()], "test.sleep")
         lost = [task_id for task_id in burst.accepted if ran[task_id] == 0]
