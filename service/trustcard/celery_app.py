@@ -11,12 +11,14 @@ from trustcard.broker_transport import use_for_redis_urls
 from trustcard.config import Settings, get_settings
 from trustcard.names import APP_NAME, QUEUE
 from trustcard.observability.worker_server import MetricsServerStep
-from trustcard.redis_connection import celery_redis_config
+from trustcard.redis_connection import celery_redis_config, sentinel_transport_options
 from trustcard.worker_health import HeartbeatStep
 
 TASK_MODULES = ["trustcard.tasks.test_tasks", "trustcard.tasks.analysis_tasks"]
 # Our backend subclass (see celery_backend.py), selected by Celery's `<class>+<url>` form.
 BACKEND_CLASS = "trustcard.celery_backend:TrustcardRedisBackend"
+# The same behind Redis Sentinel (REDIS_SENTINEL_HOSTS set).
+SENTINEL_BACKEND_CLASS = "trustcard.celery_backend:TrustcardSentinelBackend"
 CHECKED_TASK_CLASS = "trustcard.tasks.message_checks:CheckedTask"
 # Outages: a broker connection that survives a lost Redis with a task running (see module).
 AMQP_CLASS = "trustcard.broker_connection:BrokerAMQP"
@@ -34,9 +36,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A half-open connection must not block a publish forever; > kombu's 1 s BRPOP timeout.
         "socket_timeout": 5,
     }
+    # The Sentinel connections get the same bounds and keepalive (see sentinel_kwargs).
+    sentinel_socket_options = {
+        **socket_options,
+        "socket_keepalive": True,
+        "socket_keepalive_options": KEEPALIVE_OPTIONS,
+    }
     return {
         # URLs and TLS options of broker and result backend (the one place: redis_connection).
-        **celery_redis_config(settings, BACKEND_CLASS),
+        **celery_redis_config(settings, BACKEND_CLASS, SENTINEL_BACKEND_CLASS),
         # Seed contract: every task family runs on the one `analysis` queue.
         "task_routes": {"analysis.*": {"queue": QUEUE}, "test.*": {"queue": QUEUE}},
         # Tasks sent by name without a route (plain clients) land where workers listen.
@@ -70,8 +78,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_keepalive": True,
             "socket_keepalive_options": KEEPALIVE_OPTIONS,
             "health_check_interval": HEALTH_CHECK_SECONDS,
+            # Sentinel: master name and how to reach the Sentinels ({} without them).
+            **sentinel_transport_options(settings, **sentinel_socket_options),
         },
-        "result_backend_transport_options": {**socket_options},
+        "result_backend_transport_options": {
+            **socket_options,
+            **sentinel_transport_options(settings, **sentinel_socket_options),
+        },
         # -- Outages (docs/upstream-redis-outages.md): Celery 5.7's Redis backend ignores the
         # transport options above; it reads these. Keepalive + PING bound a dead connection.
         "redis_socket_timeout": socket_options["socket_timeout"],

@@ -11,8 +11,10 @@ from typing import Any
 
 from billiard import pool as billiard_pool
 from celery import states
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from opentelemetry import trace
+
+from trustcard.redis_write_refusal import SentinelMasterConnection, SentinelMasterSSLConnection
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,21 @@ class TrustcardRedisBackend(RedisBackend):  # type: ignore[misc]
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         """Skip the result subscription; results are read by key when a client asks."""
+
+
+class TrustcardSentinelBackend(TrustcardRedisBackend, SentinelBackend):  # type: ignore[misc]
+    """The same, on the master Redis Sentinel names (REDIS_SENTINEL_HOSTS set).
+
+    Celery's SentinelBackend resolves the master through the Sentinels for each new connection;
+    `master_name` and `sentinel_kwargs` come from result_backend_transport_options.
+    """
+
+    # NOREPLICAS is retried like a lost connection (see redis_write_refusal).
+    connection_class_ssl = SentinelMasterSSLConnection
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connparams.setdefault("connection_class", SentinelMasterConnection)
 
 
 @contextmanager

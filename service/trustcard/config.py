@@ -122,6 +122,16 @@ class Settings(BaseSettings):
     # a mounted Secret on Kubernetes. Unset: Flower refuses to start unless told --no-auth.
     FLOWER_BASIC_AUTH: SecretStr | None = None
 
+    # --- Redis Sentinel (issue 14.3; docs/redis-sentinel.md) ---
+    # Comma-separated host:port of the Sentinels. Set: every Redis client asks them for the
+    # master of REDIS_SENTINEL_MASTER_NAME; REDIS_URL and RESULT_BACKEND_URL then give only the
+    # scheme (rediss:// = TLS to Sentinels and master), ACL user, password and database
+    # (their host:port is ignored: write e.g. redis://sentinel/0).
+    REDIS_SENTINEL_HOSTS: str = ""
+    REDIS_SENTINEL_MASTER_NAME: Annotated[str, Field(min_length=1)] = "trustcard"
+    # The Sentinels' own requirepass (a file in the secrets directory, like REDIS_PASSWORD).
+    REDIS_SENTINEL_PASSWORD: SecretStr | None = None
+
     @field_validator("REDIS_URL", "RESULT_BACKEND_URL")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
@@ -141,9 +151,16 @@ class Settings(BaseSettings):
         if "ssl_" in parts.query:
             # One place for TLS options: a URL's ssl_cert_reqs would reach the backend only.
             raise ValueError("TLS options belong in the REDIS_TLS_* settings, not in the URL")
-        db = parts.path.lstrip("/")
+        # A unix:// URL's path is the socket (its database is a `?db=` query).
+        db = parts.path.lstrip("/") if parts.scheme != "unix" else ""
         if db and not db.isdigit():
             raise ValueError(f"database must be a number, got {db!r}")
+        return value
+
+    @field_validator("REDIS_SENTINEL_HOSTS")
+    @classmethod
+    def _sentinel_hosts(cls, value: str) -> str:
+        parse_host_ports(value)
         return value
 
     @field_validator("POST_FETCH_BASE_URL")
@@ -173,6 +190,24 @@ class Settings(BaseSettings):
                 f"TASK_TIME_LIMIT ({self.TASK_TIME_LIMIT}), or long tasks run twice"
             )
         return self
+
+    @model_validator(mode="after")
+    def _sentinel_urls(self) -> Self:
+        if not self.sentinel_hosts:
+            return self
+        for name in ("REDIS_URL", "RESULT_BACKEND_URL"):
+            url = getattr(self, name)
+            if url is not None and urlsplit(url).scheme == "unix":
+                raise ValueError(
+                    f"{name}: a unix:// socket cannot go with REDIS_SENTINEL_HOSTS "
+                    "(use redis:// or rediss://, e.g. redis://sentinel/0)"
+                )
+        return self
+
+    @property
+    def sentinel_hosts(self) -> tuple[tuple[str, int], ...]:
+        """The Sentinels' (host, port); empty when REDIS_SENTINEL_HOSTS is unset (no Sentinel)."""
+        return parse_host_ports(self.REDIS_SENTINEL_HOSTS)
 
     @property
     def api_keys(self) -> tuple[str, ...]:
@@ -213,6 +248,23 @@ class Settings(BaseSettings):
         user, _, host = parts.netloc.rpartition("@")
         netloc = f"{user}:{secret}@{host}"
         return urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_host_ports(value: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` (IPv6 as [addr]:port) as pairs; ValueError naming a bad entry."""
+    pairs = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        try:
+            parts = urlsplit(f"//{entry}")
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            host, port = None, None
+        if not host or port is None or port == 0 or parts.path or parts.username:
+            raise ValueError(f"{entry!r} is not host:port (e.g. sentinel-0.sentinel:26379)")
+        pairs.append((host, port))
+    return tuple(pairs)
 
 
 class ConfigError(Exception):

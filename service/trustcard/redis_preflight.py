@@ -1,9 +1,11 @@
 """Start-up check of the Redis connection settings: a misconfiguration is one line, not a hang.
 
-`trustcard api`, `worker` and `exporter` run it before they start. Without it a wrong CA or a
-`rediss://` URL pointing at a plain port shows up as a traceback deep in kombu, or as a worker
-that retries the handshake for ever. A Redis that is merely not up yet is no error: Celery and
-the API reconnect by themselves (on Kubernetes, Redis may start after us).
+`trustcard api`, `worker` and `exporter` run it before they start. With Sentinels it also asks
+them for the master: none reachable, or none knowing REDIS_SENTINEL_MASTER_NAME, is an error.
+Without the check a wrong CA or a `rediss://` URL pointing at a plain port shows up as a
+traceback deep in kombu, or as a worker that retries the handshake for ever. A Redis that is
+merely not up yet is no error: Celery and the API reconnect by themselves (on Kubernetes,
+Redis may start after us).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from trustcard.config import ConfigError, Settings
-from trustcard.redis_connection import sync_client, uses_tls
+from trustcard.redis_connection import sentinel_kwargs, sync_client, uses_tls
 
 # Bounds of each attempt: start-up fails (or goes on) within a few seconds.
 CONNECT_SECONDS = 3.0
@@ -57,16 +59,81 @@ def check_redis(settings: Settings) -> None:
     urls = {"REDIS_URL": settings.broker_url, "RESULT_BACKEND_URL": settings.result_backend_url}
     if any(uses_tls(url) for url in urls.values()):
         check_tls_files(settings)
-    seen: set[tuple[str, str | None, int | None]] = set()
+    if settings.sentinel_hosts:
+        check_sentinels(settings)
+    seen: set[tuple[str | int | None, ...]] = set()
     for name, url in urls.items():
         parts = urlsplit(url)
-        server = (parts.scheme, parts.hostname, parts.port)
+        # Behind Sentinels both URLs reach the one master: its credentials are what differs.
+        server = (
+            (parts.scheme, parts.hostname, parts.port)
+            if not settings.sentinel_hosts
+            else (parts.scheme, parts.username, parts.password)
+        )
         if server in seen:
             continue
         seen.add(server)
         problem = _connection_problem(settings, url)
         if problem:
             raise ConfigError(f"{name}: {problem}")
+
+
+def check_sentinels(settings: Settings) -> None:
+    """At least one Sentinel answers and knows REDIS_SENTINEL_MASTER_NAME; ConfigError if not.
+
+    Stricter than a plain Redis that is not up yet: without a Sentinel the clients cannot even
+    find out where to connect, and an unknown master name never heals by retrying.
+    """
+    name = settings.REDIS_SENTINEL_MASTER_NAME
+    errors: list[str] = []
+    answered: list[str] = []
+    for host, port in settings.sentinel_hosts:
+        where = f"{host}:{port}"
+        client = redis.Redis(
+            host=host,
+            port=port,
+            **sentinel_kwargs(
+                settings,
+                settings.broker_url,
+                socket_connect_timeout=CONNECT_SECONDS,
+                socket_timeout=CONNECT_SECONDS,
+            ),
+            retry=Retry(NoBackoff(), retries=0),
+        )
+        try:
+            address = client.sentinel_get_master_addr_by_name(name)
+        except redis.AuthenticationError as exc:
+            raise ConfigError(
+                f"REDIS_SENTINEL_PASSWORD: Sentinel {where} refused the credentials ({exc})"
+            ) from None
+        except redis.ResponseError as exc:
+            if str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+                raise ConfigError(
+                    f"REDIS_SENTINEL_PASSWORD: Sentinel {where} refused the credentials ({exc})"
+                ) from None
+            errors.append(f"{where}: {exc}")
+            continue
+        except redis.RedisError as exc:
+            tls_problem = (
+                _diagnose(settings, f"rediss://{where}", exc)
+                if uses_tls(settings.broker_url)
+                else None
+            )
+            if tls_problem:
+                raise ConfigError(f"REDIS_SENTINEL_HOSTS: {tls_problem}") from None
+            errors.append(f"{where}: {type(exc).__name__}: {exc}")
+            continue
+        finally:
+            client.close()
+        if address:
+            return
+        answered.append(where)
+    if answered:
+        raise ConfigError(
+            f"REDIS_SENTINEL_MASTER_NAME: no Sentinel monitors a master named {name!r} "
+            f"(asked {', '.join(answered)})"
+        )
+    raise ConfigError("REDIS_SENTINEL_HOSTS: no Sentinel reachable (" + "; ".join(errors) + ")")
 
 
 def _connection_problem(settings: Settings, url: str) -> str | None:
@@ -77,15 +144,22 @@ def _connection_problem(settings: Settings, url: str) -> str | None:
         socket_timeout=CONNECT_SECONDS,
         retry=Retry(NoBackoff(), retries=0),
     )
+    where = _where(url)
+    if settings.sentinel_hosts:
+        where = f"the master {settings.REDIS_SENTINEL_MASTER_NAME!r} (from the Sentinels)"
     try:
         client.ping()
     except redis.AuthenticationError as exc:
-        return f"Redis at {_where(url)} refused the credentials ({exc})"
+        return f"Redis at {where} refused the credentials ({exc})"
     except redis.ResponseError as exc:
         if str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
-            return f"Redis at {_where(url)} refused the credentials ({exc})"
+            return f"Redis at {where} refused the credentials ({exc})"
         return None
     except redis.RedisError as exc:
+        if settings.sentinel_hosts:
+            # The Sentinels answered (check_sentinels): a master down now is a failover under
+            # way, and TLS to the Sentinels worked already.
+            return None
         return _diagnose(settings, url, exc)
     finally:
         client.close()

@@ -7,7 +7,6 @@ import os
 import time
 from typing import Any
 
-import redis
 from celery.signals import (
     before_task_publish,
     celeryd_after_setup,
@@ -35,6 +34,7 @@ from trustcard.observability.tracing import (
 )
 from trustcard.observability.worker_metrics import PUBLISHED_AT_HEADER, WORKER_METRICS
 from trustcard.observability.worker_server import close_inherited_socket
+from trustcard.redis_connection import sync_client
 from trustcard.redis_eviction import read_policy
 from trustcard.task_registry import recent_cancellations
 from trustcard.worker_pool import freeze_parent_heap
@@ -73,7 +73,8 @@ def load_cancellations(sender: Any = None, instance: Any = None, **_: Any) -> No
 def check_eviction_policy(sender: Any = None, instance: Any = None, **_: Any) -> None:
     """Say once, at start, when a Redis may evict our keys (see redis_eviction)."""
     settings = get_settings()
-    broker = redis.Redis.from_url(settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
+    # Through redis_connection: TLS options, and the master the Sentinels name.
+    broker = sync_client(settings, settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
     for dependency, url, client in (
         ("broker", settings.broker_url, broker),
         ("result_backend", settings.result_backend_url, instance.app.backend.client),

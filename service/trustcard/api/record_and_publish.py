@@ -74,6 +74,11 @@ class RecordAndPublish:
         backend_kwargs = backend_pool.connection_kwargs
         if any(broker_kwargs.get(name) != backend_kwargs.get(name) for name in SERVER_IDENTITY):
             return None
+        # Behind Sentinels the pools have no host: the master's name says which server.
+        if getattr(broker_pool, "service_name", None) != getattr(
+            backend_pool, "service_name", None
+        ):
+            return None
         broker_db = int(broker_kwargs.get("db") or 0)
         backend_db = int(backend_kwargs.get("db") or 0)
         return cls(broker, record_db=backend_db, broker_db=broker_db)
