@@ -36,7 +36,7 @@ from tests.unit.analysis.conftest import PostSite, Route
 from tests.unit.analysis.test_extraction import og_page
 
 from bench.dashboard_plot import render_rows
-from trustcard.local_redis import free_port
+from trustcard.local.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "images"

@@ -27,7 +27,7 @@ from bench.raw import PARENT_GROWTH_KEY, PER_TASKS, STATS, drain_key, e2e_key
 from bench.service import Observability, Service, cpu_count, generate_load
 from bench.sizes import Sizes
 from bench.stats import latency_summary, mib, rate
-from trustcard.names import QUEUE
+from trustcard.task_model.names import QUEUE
 
 GROUP = "Service (trustcard api + worker, recycling at 50)"
 GROUP_MEMORY = "Memory"

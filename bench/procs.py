@@ -19,7 +19,7 @@ import redis
 from celery import Celery
 from tests.stack import Proc, wait_until
 
-from trustcard.local_redis import RedisServer, free_port
+from trustcard.local.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 META_PREFIX = "celery-task-meta-"

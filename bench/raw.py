@@ -28,7 +28,7 @@ from bench.procs import (
 )
 from bench.sizes import Sizes
 from bench.stats import latency_summary, mib, rate
-from trustcard.local_redis import RedisServer
+from trustcard.local.redis_server import RedisServer
 
 GROUP_REDIS = "Raw Redis (redis-py, 1 client)"
 GROUP_CELERY = "Raw Celery (stock prefork, same settings)"

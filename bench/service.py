@@ -21,8 +21,8 @@ import redis
 from tests.stack import Proc, trustcard_cmd, upgrade_database, wait_until
 
 from bench.procs import bench_env, log_size, process_rss, run_json, tree_pss, wait_for_log
-from trustcard.local_redis import RedisServer, free_port
-from trustcard.names import QUEUE
+from trustcard.local.redis_server import RedisServer, free_port
+from trustcard.task_model.names import QUEUE
 
 MAX_TASKS_PER_CHILD = 50  # the service's default, kept for every service measurement
 

@@ -15,7 +15,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-from trustcard.local_redis import free_port
+from trustcard.local.redis_server import free_port
 
 CHUNK = 65536
 

@@ -23,9 +23,9 @@ import redis.asyncio
 from celery import Celery
 
 from tests.stack import Proc, ServiceStack, trustcard_cmd, wait_until
-from trustcard.local_redis import free_port
-from trustcard.names import QUEUE
-from trustcard.task_registry import TaskRecord, save_record
+from trustcard.local.redis_server import free_port
+from trustcard.task_model.names import QUEUE
+from trustcard.task_model.registry import TaskRecord, save_record
 
 # One line per execution that returned: "Task test.add[<id>] succeeded in 0.01s: 3".
 SUCCEEDED = re.compile(r"Task (?P<name>[\w.]+)\[(?P<id>[0-9a-f-]{36})\] succeeded in")

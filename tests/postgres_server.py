@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 from tests.stack import wait_until
-from trustcard.local_redis import free_port
+from trustcard.local.redis_server import free_port
 
 RUNNING_SERVER = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=2"
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import httpx
 import yaml
 
 from tests.stack import Proc, wait_until
-from trustcard.local_redis import free_port
+from trustcard.local.redis_server import free_port
 
 
 @dataclass

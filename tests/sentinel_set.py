@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from trustcard.local_redis import find_redis_server, free_port
+from trustcard.local.redis_server import find_redis_server, free_port
 
 HOST = "127.0.0.1"
 MASTER_NAME = "trustcard"

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from trustcard.local_redis import RedisServer, free_port
+from trustcard.local.redis_server import RedisServer, free_port
 
 
 def wait_until(

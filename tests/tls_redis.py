@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from trustcard.local_redis import RedisServer, free_port
+from trustcard.local.redis_server import RedisServer, free_port
 
 
 def _openssl(*args: str) -> None:

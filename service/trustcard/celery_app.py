@@ -7,21 +7,21 @@ from typing import Any
 
 from celery import Celery
 
-from trustcard.broker_transport import use_for_redis_urls
 from trustcard.config import Settings, get_settings
-from trustcard.names import APP_NAME, QUEUE
 from trustcard.observability.worker_server import MetricsServerStep
-from trustcard.redis_connection import celery_redis_config, sentinel_transport_options
-from trustcard.worker_health import HeartbeatStep
+from trustcard.redis_clients.broker_transport import use_for_redis_urls
+from trustcard.redis_clients.connection import celery_redis_config, sentinel_transport_options
+from trustcard.task_model.names import APP_NAME, QUEUE
+from trustcard.worker.health import HeartbeatStep
 
 TASK_MODULES = ["trustcard.tasks.test_tasks", "trustcard.tasks.analysis_tasks"]
-# Our backend subclass (see celery_backend.py), selected by Celery's `<class>+<url>` form.
-BACKEND_CLASS = "trustcard.celery_backend:TrustcardRedisBackend"
+# Our backend subclass (redis_clients/result_backend.py), chosen by Celery's `<class>+<url>` form.
+BACKEND_CLASS = "trustcard.redis_clients.result_backend:TrustcardRedisBackend"
 # The same behind Redis Sentinel (REDIS_SENTINEL_HOSTS set).
-SENTINEL_BACKEND_CLASS = "trustcard.celery_backend:TrustcardSentinelBackend"
+SENTINEL_BACKEND_CLASS = "trustcard.redis_clients.result_backend:TrustcardSentinelBackend"
 CHECKED_TASK_CLASS = "trustcard.tasks.message_checks:CheckedTask"
 # Outages: a broker connection that survives a lost Redis with a task running (see module).
-AMQP_CLASS = "trustcard.broker_connection:BrokerAMQP"
+AMQP_CLASS = "trustcard.redis_clients.broker_connection:BrokerAMQP"
 # A connection idle this long is PINGed before use; keepalive declares a silent peer dead
 # after 10 + 3 x 5 = 25 s (docs/reliability.md, "Outages").
 HEALTH_CHECK_SECONDS = 10
@@ -43,7 +43,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "socket_keepalive_options": KEEPALIVE_OPTIONS,
     }
     return {
-        # URLs and TLS options of broker and result backend (the one place: redis_connection).
+        # URLs and TLS options of broker and result backend (one place: redis_clients.connection).
         **celery_redis_config(settings, BACKEND_CLASS, SENTINEL_BACKEND_CLASS),
         # Seed contract: every task family runs on the one `analysis` queue.
         "task_routes": {"analysis.*": {"queue": QUEUE}, "test.*": {"queue": QUEUE}},
@@ -93,8 +93,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "redis_backend_health_check_interval": HEALTH_CHECK_SECONDS,
         # -- end outages
         # Outages: running tasks keep running across a broker reconnect and ack on the new
-        # connection; broker_connection.py keeps their messages from being requeued meanwhile
-        # (cancelling made them wait for the visibility timeout: docs/reliability.md).
+        # connection; redis_clients.broker_connection keeps their messages from being requeued
+        # meanwhile (cancelling made them wait for the visibility timeout: docs/reliability.md).
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         # Keep retrying the broker at start-up (Redis may start after us on Kubernetes).
         "broker_connection_retry_on_startup": True,
@@ -128,14 +128,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": settings.WORKER_SEND_TASK_EVENTS,
         # -- end task events
         # Celery's prefork pool plus per-job metrics and stall-free child recycling.
-        "worker_pool": "trustcard.worker_pool:TaskPool",
+        "worker_pool": "trustcard.worker.worker_pool:TaskPool",
         "enable_utc": True,
     }
 
 
 def create_celery_app(settings: Settings | None = None) -> Celery:
     """Build the Celery app from settings (the module-level app uses the environment)."""
-    # kombu's Redis transport, tolerating a full Redis (see broker_transport).
+    # kombu's Redis transport, tolerating a full Redis (see redis_clients.broker_transport).
     use_for_redis_urls()
     # Every task checks the shape of its messages before Celery unpacks them (message_checks).
     app = Celery(APP_NAME, include=TASK_MODULES, task_cls=CHECKED_TASK_CLASS)
@@ -151,4 +151,4 @@ def create_celery_app(settings: Settings | None = None) -> Celery:
 celery_app = create_celery_app()
 
 # Connect worker-side signal handlers wherever the app is loaded (worker and API alike).
-from trustcard import worker_signals  # noqa: E402, F401
+from trustcard.worker import signals  # noqa: E402, F401

@@ -14,7 +14,7 @@ import typer
 
 from trustcard.config import ConfigError, Settings, get_settings, redact_url
 from trustcard.db.cli import claims_cli, db_cli, require_schema_at_head
-from trustcard.names import QUEUE
+from trustcard.task_model.names import QUEUE
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -72,7 +72,7 @@ DEV_DATABASE_COMMANDS = {"db", "claims"}
 def _use_dev_database() -> None:
     """Without an explicit DATABASE_URL, use the database of the dev stack in ./.trustcard."""
     from trustcard.config import SECRETS_DIR_ENV
-    from trustcard.dev_state import AmbiguousDevStacks, stack_for_commands
+    from trustcard.local.state import AmbiguousDevStacks, stack_for_commands
 
     secrets_dir = os.environ.get(SECRETS_DIR_ENV)
     if "DATABASE_URL" in os.environ or (secrets_dir and Path(secrets_dir, "DATABASE_URL").exists()):
@@ -103,7 +103,7 @@ def _settings_or_exit() -> Settings:
 
 def _redis_or_exit(settings: Settings) -> None:
     """A wrong CA, a TLS/non-TLS mismatch or refused credentials: one line and exit 2."""
-    from trustcard.redis_preflight import check_redis
+    from trustcard.redis_clients.preflight import check_redis
 
     try:
         check_redis(settings)
@@ -301,7 +301,7 @@ def worker_alive(
     max_age: Annotated[float, typer.Option(help="Oldest acceptable heartbeat, seconds")] = 60.0,
 ) -> None:
     """Liveness probe: exit 0 if the worker's heartbeat file is fresh (WORKER_HEARTBEAT_FILE)."""
-    from trustcard.worker_health import heartbeat_age
+    from trustcard.worker.health import heartbeat_age
 
     path = _settings_or_exit().WORKER_HEARTBEAT_FILE
     if not path:
@@ -365,8 +365,8 @@ def dev(
     The database (DATABASE_URL, else a SQLite file in the state directory) is upgraded first.
     Ctrl-C: running tasks get WORKER_SOFT_SHUTDOWN_TIMEOUT (3 s), then are requeued; twice: kill.
     """
-    from trustcard.dev import DevStack, PortTaken
-    from trustcard.dev_state import StateDirInUse
+    from trustcard.local.dev import DevStack, PortTaken
+    from trustcard.local.state import StateDirInUse
 
     _settings_or_exit()
     try:

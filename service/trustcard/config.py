@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     # disk) before it ends the analysis `failed` with the reason.
     DATABASE_RETRY_SECONDS: Annotated[float, Field(ge=0, le=600)] = 30.0
 
-    # TLS of rediss:// URLs (every Redis client, see redis_connection.py): a CA bundle (unset:
+    # TLS of rediss:// URLs (all Redis clients: redis_clients/connection.py): a CA bundle (unset:
     # the system's CAs), an optional client certificate and key for mutual TLS, and whether
     # to verify the server's certificate and host name (on unless you turn it off).
     REDIS_TLS_CA_FILE: str | None = None

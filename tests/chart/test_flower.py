@@ -31,7 +31,7 @@ from tests.chart.test_rendered_commands import TRUSTCARD, Cluster
 from tests.integration.test_flower import receives_events
 from tests.stack import Proc, upgrade_database, wait_until
 from tests.tls_redis import Pki, TlsRedisServer, make_pki
-from trustcard.local_redis import free_port
+from trustcard.local.redis_server import free_port
 
 FLOWER = {"flower": {"enabled": True}}
 

@@ -30,7 +30,7 @@ from tests.chart.helm import ROOT, RenderError, container, env_map, one, render_
 from tests.chart.variants import VARIANTS
 from tests.stack import wait_until
 from tests.tls_redis import Pki, make_pki
-from trustcard.local_redis import find_redis_server, free_port, port_in_use
+from trustcard.local.redis_server import find_redis_server, free_port, port_in_use
 
 NODE = "release-trustcard-redis-node"
 HEADLESS = "release-trustcard-redis-headless.trustcard.svc.cluster.local"

@@ -19,7 +19,7 @@ from tests.chart.variants import VARIANTS
 from tests.metrics_text import scrape, value
 from tests.stack import upgrade_database, wait_until
 from tests.tls_redis import Pki, TlsRedisServer, make_ca, make_pki
-from trustcard.local_redis import find_redis_server, free_port
+from trustcard.local.redis_server import find_redis_server, free_port
 
 TLS_DIR = "/run/secrets/trustcard/redis-tls"
 

@@ -27,7 +27,7 @@ from tests.chart.helm import ROOT, container, one, render_chart
 from tests.metrics_text import scrape, value
 from tests.postgres_server import admin_dsn, find_bindir, scratch_database
 from tests.stack import Proc, wait_until
-from trustcard.local_redis import RedisServer, free_port
+from trustcard.local.redis_server import RedisServer, free_port
 
 TRUSTCARD = str(Path(sys.executable).parent / "trustcard")
 # What the rendered Secret's DATABASE_URL points at (the bundled PostgreSQL's Service).

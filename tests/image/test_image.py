@@ -40,7 +40,7 @@ from tests.image.podman import (
 from tests.metrics_text import scrape, value
 from tests.postgres_server import admin_dsn, scratch_database
 from tests.stack import wait_until
-from trustcard.local_redis import RedisServer, free_port
+from trustcard.local.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 

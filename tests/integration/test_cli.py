@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.stack import Proc, poll_until, submit, trustcard_cmd, wait_until
-from trustcard.local_redis import free_port
+from trustcard.local.redis_server import free_port
 
 
 @pytest.mark.parametrize(

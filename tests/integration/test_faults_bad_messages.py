@@ -27,7 +27,7 @@ from tests.faults import (
     wait_all,
 )
 from tests.stack import ServiceStack, submit, wait_until
-from trustcard.names import QUEUE
+from trustcard.task_model.names import QUEUE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

@@ -11,7 +11,7 @@ seconds to recover, and submits fresh tasks after the outage that must complete.
 Every state meets every outage (25 cells, ~20 s each), and consumption must resume within
 RECOVERY_BOUND_SECONDS of the outage's end. A second test runs a result write across the soft
 time limit (backend black-holed with the broker up, SIGSTOP, kill + AOF restart): before the
-fix in trustcard.celery_backend the finished task was reported failed.
+fix in trustcard.redis_clients.result_backend the finished task was reported failed.
 docs/upstream-redis-outages.md has the causes and the figures.
 """
 

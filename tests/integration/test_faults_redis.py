@@ -38,7 +38,7 @@ from tests.stack import (
     upgrade_database,
     wait_until,
 )
-from trustcard.local_redis import RedisServer, free_port
+from trustcard.local.redis_server import RedisServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -22,7 +22,7 @@ from tests.faults import (
     wait_all,
 )
 from tests.stack import ServiceStack, submit
-from trustcard.names import QUEUE
+from trustcard.task_model.names import QUEUE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

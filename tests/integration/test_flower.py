@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.stack import Proc, ServiceStack, poll_until, submit, trustcard_cmd, wait_until
-from trustcard.local_redis import free_port
+from trustcard.local.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 

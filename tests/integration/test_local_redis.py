@@ -7,7 +7,7 @@ from pathlib import Path
 
 import redis
 
-from trustcard.local_redis import RedisServer, find_redis_server
+from trustcard.local.redis_server import RedisServer, find_redis_server
 
 
 def _bundled_binary() -> str:

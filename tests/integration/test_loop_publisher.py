@@ -18,9 +18,9 @@ from redis.asyncio import Redis
 from trustcard.api.broker_publish import LoopPublisher
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings
-from trustcard.local_redis import RedisServer
-from trustcard.names import QUEUE
+from trustcard.local.redis_server import RedisServer
 from trustcard.observability.worker_metrics import PUBLISHED_AT_HEADER
+from trustcard.task_model.names import QUEUE
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from celery import Celery
 
 from tests.metrics_text import scrape, value
 from tests.stack import Proc, ServiceStack, poll_until, submit, trustcard_cmd, wait_until
-from trustcard.local_redis import free_port
+from trustcard.local.redis_server import free_port
 
 
 def test_api_counts_submissions_requests_and_publish_latency(

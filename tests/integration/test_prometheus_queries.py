@@ -31,7 +31,7 @@ from tests.chart.metric_names import (
 )
 from tests.prometheus_server import PrometheusServer
 from tests.stack import Proc, ServiceStack, poll_until, submit, trustcard_cmd, wait_until
-from trustcard.local_redis import free_port
+from trustcard.local.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from trustcard.api.record_and_publish import RecordAndPublish
 from trustcard.api.resources import ApiResources, open_resources, redis_client
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings
-from trustcard.local_redis import RedisServer
-from trustcard.task_registry import TaskRecord, record_key
+from trustcard.local.redis_server import RedisServer
+from trustcard.task_model.registry import TaskRecord, record_key
 
 TTL = 3600
 

@@ -24,7 +24,7 @@ from tests.faults import Worker, start_worker, stop_quietly, wait_all, worker_le
 from tests.stack import ServiceStack, submit, wait_until
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings
-from trustcard.local_redis import RedisServer
+from trustcard.local.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

@@ -19,8 +19,8 @@ import redis
 from tests.faults import FINISHED, figures, queue_length, unacked_count, worker_less_stack
 from tests.metrics_text import scrape, value
 from tests.stack import Proc, trustcard_cmd, wait_until
-from trustcard.local_redis import free_port
-from trustcard.redis_eviction import UNKNOWN, read_policy
+from trustcard.local.redis_server import free_port
+from trustcard.redis_clients.eviction import UNKNOWN, read_policy
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,7 @@ from tests.stack import Proc, ServiceStack, submit, trustcard_cmd, wait_until
 from trustcard.api.resources import redis_client
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings
-from trustcard.local_redis import free_port
+from trustcard.local.redis_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -23,7 +23,7 @@ from tests.stack import Proc, ServiceStack, poll_until, submit, trustcard_cmd, w
 from tests.tls_redis import Pki, TlsRedisServer, make_ca, make_pki
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings
-from trustcard.local_redis import RedisServer, free_port
+from trustcard.local.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 

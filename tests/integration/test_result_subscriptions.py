@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from tests.stack import ServiceStack
 from trustcard.api.result_subscriptions import SubscriberPool
-from trustcard.local_redis import RedisServer
+from trustcard.local.redis_server import RedisServer
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.stack import ServiceStack, poll_until, submit, wait_until
-from trustcard.celery_backend import RESULT_STORED_EVENT
+from trustcard.redis_clients.result_backend import RESULT_STORED_EVENT
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 
 from trustcard.api.analysis_liveness import RECORD_GRACE, dead_reason
 from trustcard.api.schemas import AnalysisRequest
-from trustcard.task_status import TaskStatus, TaskView
+from trustcard.task_model.status import TaskStatus, TaskView
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 OLD = NOW - RECORD_GRACE - timedelta(seconds=1)

@@ -63,7 +63,7 @@ def test_worker_uses_our_pool_and_logging() -> None:
 
     config = celery_config(Settings())
     # Metrics callbacks and stall-free recycling live in this pool.
-    assert config["worker_pool"] == "trustcard.worker_pool:TaskPool"
+    assert config["worker_pool"] == "trustcard.worker.worker_pool:TaskPool"
     # Logging is ours (setup_logging receiver), so Celery's task log format would be dead config.
     assert "worker_task_log_format" not in config
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trustcard.dev_state import (
+from trustcard.local.state import (
     AmbiguousDevStacks,
     DevState,
     StateDirInUse,

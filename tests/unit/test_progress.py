@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from trustcard.progress import SIMULATED_STAGES, Progress, run_simulated_stages
+from trustcard.task_model.progress import SIMULATED_STAGES, Progress, run_simulated_stages
 
 
 def test_reports_each_stage_in_order_with_percent() -> None:

@@ -1,4 +1,4 @@
-"""Every Redis client takes its TLS options from one place (trustcard.redis_connection)."""
+"""Every Redis client takes its TLS options from one place (trustcard.redis_clients.connection)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import ssl
 
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings
-from trustcard.redis_connection import async_client, client_options, sync_client
+from trustcard.redis_clients.connection import async_client, client_options, sync_client
 
 TLS = {
     "REDIS_URL": "rediss://app:pw@redis.internal:6380/0",

@@ -14,7 +14,7 @@ from trustcard.api.record_and_publish import RecordAndPublish
 from trustcard.api.resources import redis_client
 from trustcard.celery_app import create_celery_app
 from trustcard.config import ConfigError, Settings, load_settings
-from trustcard.redis_connection import sentinel_url, sync_client
+from trustcard.redis_clients.connection import sentinel_url, sync_client
 
 SENTINELS = "sentinel-0.sentinel:26379,sentinel-1.sentinel:26379,[fd00::7]:26380"
 SENTINEL_ENV = {
@@ -90,7 +90,9 @@ def test_celery_uses_the_sentinel_transport_and_backend() -> None:
     app = create_celery_app(sentinel_settings())
     conf = app.conf
     assert conf.broker_url.startswith("sentinel://app:")
-    assert conf.result_backend.startswith("trustcard.celery_backend:TrustcardSentinelBackend+")
+    assert conf.result_backend.startswith(
+        "trustcard.redis_clients.result_backend:TrustcardSentinelBackend+"
+    )
     for options in (conf.broker_transport_options, conf.result_backend_transport_options):
         assert options["master_name"] == "mymaster"
         sentinels = options["sentinel_kwargs"]
@@ -125,7 +127,8 @@ def test_without_sentinels_nothing_changes() -> None:
     conf = create_celery_app(Settings(REDIS_URL="redis://redis:6379/0")).conf
     assert conf.broker_url == "redis://redis:6379/0"
     assert (
-        conf.result_backend == "trustcard.celery_backend:TrustcardRedisBackend+redis://redis:6379/1"
+        conf.result_backend
+        == "trustcard.redis_clients.result_backend:TrustcardRedisBackend+redis://redis:6379/1"
     )
     assert "master_name" not in conf.broker_transport_options
     assert "master_name" not in conf.result_backend_transport_options

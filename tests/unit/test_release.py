@@ -24,7 +24,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 VIA_PYPROJECT = "trustcard (pyproject.toml)"
-# Overridden privately by trustcard/worker_pool.py: held to the tested minor version.
+# Overridden privately by trustcard/worker/worker_pool.py: held to the tested minor version.
 PRIVATE_API_PACKAGES = ("celery", "kombu", "billiard")
 
 

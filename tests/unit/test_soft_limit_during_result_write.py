@@ -12,7 +12,7 @@ import pytest
 from billiard import pool as billiard_pool
 from billiard.exceptions import SoftTimeLimitExceeded
 
-from trustcard.celery_backend import soft_time_limit_deferred
+from trustcard.redis_clients.result_backend import soft_time_limit_deferred
 
 SOFT = billiard_pool.SIG_SOFT_TIMEOUT
 

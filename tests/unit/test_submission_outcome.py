@@ -10,7 +10,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from trustcard.api.task_queue import failed_to_connect
-from trustcard.local_redis import free_port
+from trustcard.local.redis_server import free_port
 
 
 def test_a_refused_connection_sent_nothing() -> None:

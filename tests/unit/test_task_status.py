@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from billiard.exceptions import TimeLimitExceeded
 
-from trustcard.task_registry import TaskRecord
-from trustcard.task_status import TaskStatus, build_view, readable_error
+from trustcard.task_model.registry import TaskRecord
+from trustcard.task_model.status import TaskStatus, build_view, readable_error
 
 RECORD = TaskRecord(task_id="t-1", name="test.add", submitted_at="2026-01-01T00:00:00+00:00")
 

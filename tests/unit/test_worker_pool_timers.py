@@ -1,4 +1,4 @@
-"""Cancelled time-limit timers leave the event loop's heap (trustcard.worker_pool)."""
+"""Cancelled time-limit timers leave the event loop's heap (trustcard.worker.worker_pool)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from kombu.asynchronous.timer import Timer
 
-from trustcard.worker_pool import drop_cancelled_timers
+from trustcard.worker.worker_pool import drop_cancelled_timers
 
 
 def new_timer() -> Any:

@@ -19,7 +19,7 @@ from trustcard.api.errors import DependencyUnavailable
 from trustcard.api.resources import ApiResources
 from trustcard.db import repository
 from trustcard.db.models import RUNNING_STATUSES, Analysis, utc_now
-from trustcard.task_status import TaskStatus, TaskView
+from trustcard.task_model.status import TaskStatus, TaskView
 
 log = logging.getLogger(__name__)
 

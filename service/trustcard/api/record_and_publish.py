@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from trustcard.api.broker_publish import Command
-from trustcard.task_registry import TaskRecord, record_key
+from trustcard.task_model.registry import TaskRecord, record_key
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from trustcard.api.record_and_publish import RecordAndPublish
 from trustcard.api.result_subscriptions import MAX_IDLE, SubscriberPool
 from trustcard.config import Settings
 from trustcard.db.engine import create_db_engine
-from trustcard.redis_connection import async_client
+from trustcard.redis_clients.connection import async_client
 
 
 @dataclass

@@ -17,7 +17,7 @@ from trustcard.analysis.supplied import (
     SuppliedContent,
     SuppliedMedia,
 )
-from trustcard.task_status import TaskStatus
+from trustcard.task_model.status import TaskStatus
 
 # The URL forms parse_post_url accepts, for the OpenAPI document (clients, fuzzers).
 POST_URL_PATTERN = (

@@ -22,14 +22,14 @@ from trustcard.api.resources import ApiResources
 from trustcard.config import redact_url
 from trustcard.observability.api_metrics import observe_publish, record_submission_error
 from trustcard.observability.tracing import current_trace_ids
-from trustcard.task_registry import (
+from trustcard.task_model.registry import (
     TaskRecord,
     forget_record,
     load_with_meta,
     save_cancellation,
     save_record,
 )
-from trustcard.task_status import TaskView, build_view
+from trustcard.task_model.status import TaskView, build_view
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from trustcard.config import Settings
 from trustcard.observability.queue_depth import QueueDepthCollector
-from trustcard.redis_connection import sync_client
+from trustcard.redis_clients.connection import sync_client
 
 
 def build_registry(client: redis.Redis, queues: Sequence[str]) -> CollectorRegistry:

@@ -124,7 +124,7 @@ def say_as_json(message: str, stream: Any = sys.__stderr__) -> None:
     """Celery's console messages (`worker: Warm shutdown (MainProcess)`) as JSON lines.
 
     Celery prints them with os.write from its signal handlers, outside logging; this takes
-    their place (worker_signals) and keeps os.write: no lock a signal could interrupt.
+    their place (worker.signals) and keeps os.write: no lock a signal could interrupt.
     """
     record = logging.LogRecord("celery.apps.worker", logging.INFO, __file__, 0, message, None, None)
     ContextFilter().filter(record)

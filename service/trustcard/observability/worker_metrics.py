@@ -1,7 +1,7 @@
 """Prometheus metrics of a Celery worker, kept in the worker's main process.
 
 Every task outcome passes through the main process: the prefork pool hands each job's
-accept/result/error callback to it (see trustcard.worker_pool). Counting there instead of in
+accept/result/error callback to it (see trustcard.worker.worker_pool). Counting there instead of in
 the pool children means no prometheus multiprocess mode: no per-child files, no series left
 behind when max-tasks-per-child recycles a child, and nothing to clean up.
 

@@ -31,8 +31,8 @@ from trustcard.db.models import Analysis
 from trustcard.db.models import Claim as StoredClaim
 from trustcard.db.retry import DatabaseStepFailed, with_retry
 from trustcard.observability.analysis_metrics import observe_failure, observe_result
-from trustcard.progress import Progress, utc_now_iso
-from trustcard.task_status import PROGRESS_STATE, readable_error
+from trustcard.task_model.progress import Progress, utc_now_iso
+from trustcard.task_model.status import PROGRESS_STATE, readable_error
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from trustcard.celery_app import celery_app
-from trustcard.progress import Progress, run_simulated_stages
-from trustcard.task_status import PROGRESS_STATE
+from trustcard.task_model.progress import Progress, run_simulated_stages
+from trustcard.task_model.status import PROGRESS_STATE
 from trustcard.tasks.limits import (
     DEFAULT_STAGE_SECONDS,
     MAX_ADD_OPERAND,

@@ -37,7 +37,7 @@ from trustcard.api.security import ADMIN_ONLY, CallerDep
 from trustcard.api.task_queue import UNREACHABLE
 from trustcard.config import Settings, redact_url
 from trustcard.observability.api_metrics import show_eviction_policy
-from trustcard.redis_eviction import read_policy_async
+from trustcard.redis_clients.eviction import read_policy_async
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)

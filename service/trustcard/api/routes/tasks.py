@@ -13,7 +13,7 @@ from trustcard.api.deps import ResourcesDep
 from trustcard.api.schemas import ActiveTasks, ErrorBody, Responses, TaskCancelled, TaskState
 from trustcard.api.security import Caller, CallerDep
 from trustcard.observability.tracing import link_current_span
-from trustcard.task_status import TaskView
+from trustcard.task_model.status import TaskView
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 

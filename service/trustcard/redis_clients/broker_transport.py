@@ -30,7 +30,10 @@ from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import OutOfMemoryError
 
-from trustcard.redis_write_refusal import SentinelMasterConnection, SentinelMasterSSLConnection
+from trustcard.redis_clients.write_refusal import (
+    SentinelMasterConnection,
+    SentinelMasterSSLConnection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +98,7 @@ class OutOfMemoryTolerantSentinelChannel(OutOfMemoryTolerantChannel, kombu_redis
     """kombu's Sentinel channel (master address from the Sentinels) with the tolerance above.
 
     A master without enough replicas (NOREPLICAS) counts as a lost connection, not as an
-    unrecoverable error (see redis_write_refusal).
+    unrecoverable error (see redis_clients.write_refusal).
     """
 
     connection_class = SentinelMasterConnection
@@ -106,17 +109,17 @@ class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = OutOfMemoryTolerantSentinelChannel
 
 
-TRANSPORT = "trustcard.broker_transport:Transport"
-SENTINEL_TRANSPORT = "trustcard.broker_transport:SentinelTransport"
+TRANSPORT = "trustcard.redis_clients.broker_transport:Transport"
+SENTINEL_TRANSPORT = "trustcard.redis_clients.broker_transport:SentinelTransport"
 
 
 def use_for_redis_urls() -> None:
     """redis://, rediss:// and sentinel:// broker URLs get ours, through kombu's alias table.
 
     Not Celery's `broker_transport` setting: with it kombu names the class in every URL it
-    logs (`Cannot connect to trustcard.broker_transport:Transport://...`).
+    logs (`Cannot connect to trustcard.redis_clients.broker_transport:Transport://...`).
     """
     for scheme in ("redis", "rediss"):
         TRANSPORT_ALIASES[scheme] = TRANSPORT
-    # sentinel:// (REDIS_SENTINEL_HOSTS set, see redis_connection.sentinel_url).
+    # sentinel:// (REDIS_SENTINEL_HOSTS set, see redis_clients.connection.sentinel_url).
     TRANSPORT_ALIASES["sentinel"] = SENTINEL_TRANSPORT

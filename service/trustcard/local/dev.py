@@ -19,10 +19,10 @@ from typing import IO
 import httpx
 
 from trustcard.config import Settings, redact_url
-from trustcard.dev_state import DevState
-from trustcard.local_redis import RedisServer, free_port, port_in_use
-from trustcard.names import QUEUE
-from trustcard.task_status import PROGRESS_STATE
+from trustcard.local.redis_server import RedisServer, free_port, port_in_use
+from trustcard.local.state import DevState
+from trustcard.task_model.names import QUEUE
+from trustcard.task_model.status import PROGRESS_STATE
 
 DEFAULT_WORKER_METRICS_PORT = Settings.model_fields["WORKER_METRICS_PORT"].default
 

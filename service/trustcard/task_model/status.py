@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from trustcard.task_registry import TaskRecord
+from trustcard.task_model.registry import TaskRecord
 
 PROGRESS_STATE = "PROGRESS"
 

@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from trustcard.config import ConfigError, Settings
-from trustcard.redis_connection import sentinel_kwargs, sync_client, uses_tls
+from trustcard.redis_clients.connection import sentinel_kwargs, sync_client, uses_tls
 
 # Bounds of each attempt: start-up fails (or goes on) within a few seconds.
 CONNECT_SECONDS = 3.0

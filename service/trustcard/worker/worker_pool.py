@@ -1,6 +1,6 @@
 """The worker's prefork pool: Celery's, plus metrics hooks and child recycling without stalls.
 
-Selected with `worker_pool = "trustcard.worker_pool:TaskPool"` (a supported Celery setting).
+Selected with `worker_pool = "trustcard.worker.worker_pool:TaskPool"` (a supported Celery setting).
 
 Metrics: every job's accept/result/error callback runs in the main process; we wrap them to
 count outcomes there (trustcard.observability.worker_metrics).

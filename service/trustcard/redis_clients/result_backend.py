@@ -14,7 +14,10 @@ from celery import states
 from celery.backends.redis import RedisBackend, SentinelBackend
 from opentelemetry import trace
 
-from trustcard.redis_write_refusal import SentinelMasterConnection, SentinelMasterSSLConnection
+from trustcard.redis_clients.write_refusal import (
+    SentinelMasterConnection,
+    SentinelMasterSSLConnection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class TrustcardSentinelBackend(TrustcardRedisBackend, SentinelBackend):  # type:
     `master_name` and `sentinel_kwargs` come from result_backend_transport_options.
     """
 
-    # NOREPLICAS is retried like a lost connection (see redis_write_refusal).
+    # NOREPLICAS is retried like a lost connection (see redis_clients.write_refusal).
     connection_class_ssl = SentinelMasterSSLConnection
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -34,14 +34,14 @@ from trustcard.observability.tracing import (
 )
 from trustcard.observability.worker_metrics import PUBLISHED_AT_HEADER, WORKER_METRICS
 from trustcard.observability.worker_server import close_inherited_socket
-from trustcard.redis_connection import sync_client
-from trustcard.redis_eviction import read_policy
-from trustcard.task_registry import recent_cancellations
-from trustcard.worker_pool import freeze_parent_heap
+from trustcard.redis_clients.connection import sync_client
+from trustcard.redis_clients.eviction import read_policy
+from trustcard.task_model.registry import recent_cancellations
+from trustcard.worker.worker_pool import freeze_parent_heap
 
 log = logging.getLogger(__name__)
 
-# The API's metric of the same name, read once at the worker's start (see redis_eviction).
+# The API's metric of the same name, read once at the worker's start (see redis_clients.eviction).
 EVICTION_POLICY_SAFE = Gauge(
     "trustcard_redis_eviction_policy_safe",
     "1 when the Redis server's maxmemory-policy (label policy) cannot evict our keys, else 0",
@@ -71,9 +71,9 @@ def load_cancellations(sender: Any = None, instance: Any = None, **_: Any) -> No
 
 @celeryd_after_setup.connect
 def check_eviction_policy(sender: Any = None, instance: Any = None, **_: Any) -> None:
-    """Say once, at start, when a Redis may evict our keys (see redis_eviction)."""
+    """Say once, at start, when a Redis may evict our keys (see redis_clients.eviction)."""
     settings = get_settings()
-    # Through redis_connection: TLS options, and the master the Sentinels name.
+    # Through redis_clients.connection: TLS options, and the master the Sentinels name.
     broker = sync_client(settings, settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
     for dependency, url, client in (
         ("broker", settings.broker_url, broker),

@@ -1,0 +1,1 @@
+"""Every Redis client: redis-py settings, kombu's transport, the result backend, start-up checks."""
