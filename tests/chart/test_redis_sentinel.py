@@ -752,3 +752,32 @@ def test_the_rendered_prestop_is_posix_sh_and_shellcheck_clean() -> None:
         text=True,
     )
     assert done.returncode == 0, done.stdout
+
+
+def test_the_rendered_prestop_resumes_writes_and_fails_when_no_replica_can_take_over(
+    plain_set: LocalSentinelSet,
+) -> None:
+    """Both other pods are gone: no replica can catch up, so the hook must not leave the master
+    paused until its timeout. It unpauses and exits 1 (Kubernetes stops the pod anyway)."""
+    local = plain_set
+    first, *others = local.pods
+    for pod in local.pods:
+        local.start_pod(pod)
+    wait_until(lambda: _formed(local), 60, interval=0.2, what="the replica set")
+    for pod in others:
+        local.kill_pod(pod)
+    wait_until(
+        lambda: local.replication(first)["connected_slaves"] == 0, 10, what="replicas to drop"
+    )
+    script = first.root / "redis" / "scripts" / "prestop-redis.sh"
+    env = {"PATH": os.environ["PATH"], "POD_NAME": first.name}
+    started = time.monotonic()
+    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=40)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the replicas did not catch up within 5 s; writes resumed" in done.stderr
+    assert time.monotonic() - started < 10
+    assert local.replication(first)["role"] == "master"
+    # Not paused: a write is answered at once (refused by min-replicas-to-write, no replica
+    # left), where a paused master would keep it waiting for 30 s.
+    with pytest.raises(redis.ResponseError, match="NOREPLICAS"):
+        local.client(first).rpush("analysis", "after-the-hook")
