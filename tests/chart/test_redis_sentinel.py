@@ -15,7 +15,9 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +27,17 @@ import kubernetes_validate
 import pytest
 import redis
 import yaml
+from redis.sentinel import Sentinel
 
-from tests.chart.helm import ROOT, RenderError, container, env_map, one, render_chart
+from tests.chart.helm import (
+    ROOT,
+    RenderError,
+    container,
+    env_map,
+    find_tool,
+    one,
+    render_chart,
+)
 from tests.chart.variants import VARIANTS
 from tests.stack import wait_until
 from tests.tls_redis import Pki, make_pki
@@ -617,11 +628,57 @@ def test_a_restarted_master_without_its_data_waits_for_the_failover_instead_of_e
     assert f"starting as a replica of {master.ip}:" in log
 
 
-def test_the_rendered_prestop_hands_the_master_role_over_before_the_pod_stops(
+class SequenceWriter(threading.Thread):
+    """The service's side of a switchover: a steady stream of RPUSHes of sequence numbers through a
+    Sentinel client (as the service's), each retried until acknowledged; a write counts as
+    acknowledged only when Redis answered it."""
+
+    def __init__(self, local: LocalSentinelSet) -> None:
+        super().__init__(daemon=True)
+        sentinels = Sentinel(
+            [(p.ip, local.sentinel_port) for p in local.pods],
+            sentinel_kwargs={"password": local.password, "socket_timeout": 1},
+        )
+        self.master = sentinels.master_for("trustcard", password=local.password, socket_timeout=5)
+        self.acknowledged: list[int] = []
+        self.latencies: list[float] = []  # first attempt -> acknowledgement, per write
+        self.errors: Counter[str] = Counter()
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        sequence = 0
+        while not self.halt.is_set():
+            first_try = time.monotonic()
+            while not self.halt.is_set():
+                try:
+                    self.master.rpush("sequence", sequence)
+                except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as error:
+                    # READONLY reaches here as ConnectionError("...master is now a slave").
+                    self.errors[type(error).__name__] += 1
+                    time.sleep(0.01)
+                    continue
+                except redis.ResponseError as error:  # NOREPLICAS while replicas reattach
+                    self.errors[str(error).split()[0]] += 1
+                    time.sleep(0.01)
+                    continue
+                self.acknowledged.append(sequence)
+                self.latencies.append(time.monotonic() - first_try)
+                break
+            sequence += 1
+            time.sleep(0.001)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=30)
+        assert not self.is_alive()
+
+
+def test_the_rendered_prestop_hands_the_master_role_over_without_losing_acknowledged_writes(
     plain_set: LocalSentinelSet,
 ) -> None:
-    """A rolling update or drain: the master's preStop has the Sentinels promote a replica and
-    turns its own Redis into a replica, so clients wait a second, not downAfterMilliseconds."""
+    """A rolling update or drain: the master's preStop pauses writes, lets the replicas catch up,
+    has the Sentinels promote one and turns its own Redis into its replica. Clients wait a second,
+    not downAfterMilliseconds, and every write the old master acknowledged is on the new one."""
     local = plain_set
     first, *others = local.pods
     for pod in local.pods:
@@ -632,10 +689,25 @@ def test_the_rendered_prestop_hands_the_master_role_over_before_the_pod_stops(
     assert command == ["sh", "/scripts/prestop-redis.sh"]
     script = first.root / "redis" / "scripts" / "prestop-redis.sh"
     env = {"PATH": os.environ["PATH"], "POD_NAME": first.name}
-    started = time.monotonic()
-    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30)
-    seconds = time.monotonic() - started
-    assert done.returncode == 0, done.stdout + done.stderr
+
+    writer = SequenceWriter(local)
+    writer.start()
+    try:
+        wait_until(lambda: len(writer.acknowledged) >= 300, 30, what="writes before the preStop")
+        started = time.monotonic()
+        done = subprocess.run(
+            ["sh", str(script)], env=env, capture_output=True, text=True, timeout=40
+        )
+        seconds = time.monotonic() - started
+        assert done.returncode == 0, done.stdout + done.stderr
+        after_prestop = len(writer.acknowledged)
+        wait_until(
+            lambda: len(writer.acknowledged) >= after_prestop + 300,
+            30,
+            what="writes after the preStop",
+        )
+    finally:
+        writer.stop()
     print(f"preStop handed the master role over in {seconds:.1f} s")
     assert seconds < 10  # well inside terminationGracePeriodSeconds (30)
     new_master_ip = local.master_by_sentinels(others)
@@ -647,6 +719,66 @@ def test_the_rendered_prestop_hands_the_master_role_over_before_the_pod_stops(
         local.client(first).rpush("analysis", "late-write")
     new_master = next(p for p in others if p.ip == new_master_ip)
     assert local.client(new_master).llen("analysis") == 100
+
+    # Every acknowledged write is on the new master.
+    stored = {int(v) for v in local.client(new_master).lrange("sequence", 0, -1)}
+    lost = sorted(set(writer.acknowledged) - stored)
+    print(
+        f"{len(writer.acknowledged)} writes acknowledged, {len(lost)} lost; "
+        f"longest wait for an acknowledgement {max(writer.latencies):.2f} s; "
+        f"retried errors {dict(writer.errors)}"
+    )
+    assert not lost, f"{len(lost)} acknowledged writes lost, first {lost[:10]}"
+    assert max(writer.latencies) < 10
+
     # On a replica the hook does nothing.
     again = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30)
     assert (again.returncode, again.stdout) == (0, "")
+
+
+def test_the_rendered_prestop_is_posix_sh_and_shellcheck_clean() -> None:
+    """The Redis image is alpine (busybox sh): the hook, with the helpers it sources, passes
+    shellcheck as POSIX sh."""
+    shellcheck = find_tool("shellcheck")
+    assert shellcheck, "shellcheck is not installed: run scripts/install-tools"
+    values = {"redis": {"architecture": "sentinel"}}
+    scripts = one(render_chart(values), "ConfigMap", "-redis-node-scripts")["data"]
+    hook = scripts["prestop-redis.sh"].replace(". /scripts/common.sh\n", "", 1)
+    text = "#!/bin/sh\n" + scripts["common.sh"] + hook
+    done = subprocess.run(
+        [shellcheck, "--shell=sh", "--severity=style", "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout
+
+
+def test_the_rendered_prestop_resumes_writes_and_fails_when_no_replica_can_take_over(
+    plain_set: LocalSentinelSet,
+) -> None:
+    """Both other pods are gone: no replica can catch up, so the hook must not leave the master
+    paused until its timeout. It unpauses and exits 1 (Kubernetes stops the pod anyway)."""
+    local = plain_set
+    first, *others = local.pods
+    for pod in local.pods:
+        local.start_pod(pod)
+    wait_until(lambda: _formed(local), 60, interval=0.2, what="the replica set")
+    for pod in others:
+        local.kill_pod(pod)
+    wait_until(
+        lambda: local.replication(first)["connected_slaves"] == 0, 10, what="replicas to drop"
+    )
+    script = first.root / "redis" / "scripts" / "prestop-redis.sh"
+    env = {"PATH": os.environ["PATH"], "POD_NAME": first.name}
+    started = time.monotonic()
+    done = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=40)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the replicas did not catch up within 5 s; writes resumed" in done.stderr
+    assert time.monotonic() - started < 10
+    assert local.replication(first)["role"] == "master"
+    # Not paused: PUBLISH (paused by CLIENT PAUSE WRITE, not refused by min-replicas-to-write as
+    # writes are with no replica left) is answered at once; paused, it would wait out the 30 s.
+    asked = time.monotonic()
+    assert local.client(first).publish("probe", "after-the-hook") == 0
+    assert time.monotonic() - asked < 2
