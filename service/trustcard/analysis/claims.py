@@ -1,28 +1,37 @@
 """Known false, disputed or misleading claims, and matching a caption against them.
 
-Matching is lexical, on purpose simple enough to explain in one paragraph: both texts are
-normalised (Unicode NFKD without accents, case-folded, punctuation, URLs and '#'/'@' removed,
-English stop words dropped, a crude suffix stemmer so "vaccines contain" equals "vaccine
-contains"); the claim's token sequence is compared with every window of the caption of about the
-claim's length. A window's similarity is the lower of difflib's ratio (2 * matching tokens /
-total tokens, order-aware) and the share of the claim's tokens it matched, so a window can
-neither skip a key word nor bury the claim in other words. The best window's similarity counts;
-MATCH_THRESHOLD decides a match. Consequence: one changed or missing key word in a three-word
-claim (0.67) is not a match; an inflection, or one inserted word (0.86), is. What
-it cannot see: negation and sarcasm (a caption debunking a claim matches it too), paraphrase with
-other words, other languages, and any claim not in the table.
+Matching is lexical, simple enough to explain in one paragraph. Both texts are normalised
+(Unicode NFKD without accents, case-folded, URLs removed, punctuation and '#'/'@' dropped, English
+stop words dropped, words reduced to their Snowball (Porter 2) stem so "vaccines contain" equals
+"vaccine contains"). A claim of n words is compared with every caption window of n and n + 1
+words, order ignored: the window's similarity is rapidfuzz's Indel ratio of the two sorted word
+sequences (each stem coded as one character, so the ratio counts shared *words*), which for an
+n-word window is the share of the claim's words it holds and for an (n + 1)-word window
+2 * shared / (2n + 1). The best window counts; MATCH_THRESHOLD decides a match. Consequences: one
+changed or missing key word in a three-word claim (0.67) is not a match; an inflection, reordered
+words (1.0) or one inserted word (0.86) are. rapidfuzz runs the window loop in C++; claims that do
+not share enough words with the whole caption are skipped before it.
+
+What it can see: the claim's own words, inflected, reordered, with a word inserted, anywhere in a
+long caption. What it cannot see: paraphrase with other words ("tracking chips in the jabs" is not
+"vaccines contain microchips"), synonyms, typos that change the stem, other languages, and any
+claim not in the table. Whether the caption repeats or debunks the claim is decided separately
+(trustcard.analysis.negation), from cue words near `ClaimMatch.matched_span`.
 """
 
 from __future__ import annotations
 
-import difflib
+import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
+
+import snowballstemmer
+from rapidfuzz import fuzz, process
 
 Verdict = Literal["false", "disputed", "misleading"]
 VERDICTS: tuple[Verdict, ...] = ("false", "disputed", "misleading")
@@ -31,14 +40,20 @@ MATCH_THRESHOLD = 0.75
 MAX_MATCHES = 5
 
 _URL = re.compile(r"https?://\S+|www\.\S+")
-_NON_WORD = re.compile(r"[^\w]+")
+# A word: letters/digits (not "_") plus any combining marks, so decomposed accents stay inside it.
+_WORD = re.compile(
+    r"(?:[^\W_]|[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f])+"
+)
+_NON_WORD = re.compile(r"[\W_]+")
 _STOP_WORDS_TEXT = """
 a an and are as at be been being but by can could did do does for from had has have he her his
 i if in into is it its just me my of on or our she so than that the their them then there these
 they this those to too us very was we were what when which who will with would you your
 """
 _STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
-_SIBILANT_ES = ("sses", "xes", "zes", "ches", "shes")
+_STEMMER = snowballstemmer.stemmer("english")
+# Claim words the caption does not hold all get this code: it matches no caption window.
+_ABSENT = "\x00"
 
 
 @dataclass(frozen=True)
@@ -59,11 +74,16 @@ class Claim:
 
 @dataclass(frozen=True)
 class ClaimMatch:
-    """A claim the caption resembles, and the caption words that resembled it."""
+    """A claim the caption resembles, and the caption words that resembled it.
+
+    `matched_text` is the window's normalised stems; `matched_span` the same window as written in
+    the caption (from its first to its last word), for people and for negation cues.
+    """
 
     claim: Claim
     similarity: float
     matched_text: str
+    matched_span: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -73,33 +93,57 @@ class ClaimMatch:
             "sources": list(self.claim.sources),
             "similarity": self.similarity,
             "matched_text": self.matched_text,
+            "matched_span": self.matched_span,
         }
+
+
+class Token(NamedTuple):
+    """A normalised stem and where its word is in the original text."""
+
+    stem: str
+    start: int
+    end: int
 
 
 def tokens(text: str) -> list[str]:
     """The normalised, stemmed content words of a text, in order."""
-    text = _URL.sub(" ", text)
-    decomposed = unicodedata.normalize("NFKD", text)
+    return [token.stem for token in located_tokens(text)]
+
+
+def located_tokens(text: str) -> list[Token]:
+    """The normalised, stemmed content words of a text with their character spans in it."""
+    text = _URL.sub(lambda url: " " * len(url.group()), text)
+    found = []
+    for word in _WORD.finditer(text):
+        for part in _normalise_word(word.group()):
+            found.append(Token(part, word.start(), word.end()))
+    return found
+
+
+@lru_cache(maxsize=131_072)
+def _normalise_word(word: str) -> tuple[str, ...]:
+    decomposed = unicodedata.normalize("NFKD", word)
     plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
-    words = _NON_WORD.sub(" ", plain.replace("_", " ")).split()
-    return [_stem(word) for word in words if word not in _STOP_WORDS]
+    # NFKD can split one written word (the fraction one-half becomes "1", slash, "2"): parts.
+    parts = _NON_WORD.sub(" ", plain).split()
+    return tuple(_STEMMER.stemWord(part) for part in parts if part not in _STOP_WORDS)
 
 
-def _stem(word: str) -> str:
-    """A crude English stemmer: plural and -ed/-ing endings, then a final "e" (fake = faked)."""
-    if len(word) <= 3 or word.isdigit():
-        return word
-    if word.endswith("ies") and len(word) > 4:
-        word = word[:-3] + "y"
-    elif word.endswith(_SIBILANT_ES):
-        word = word[:-2]
-    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    elif word.endswith("ing") and len(word) > 5:
-        word = word[:-3]
-    elif word.endswith("ed") and len(word) > 4:
-        word = word[:-2]
-    return word[:-1] if word.endswith("e") and len(word) > 3 else word
+@lru_cache(maxsize=65_536)
+def _claim_tokens(text: str) -> tuple[str, ...]:
+    return tuple(tokens(text))
+
+
+class _Windows:
+    """The caption's windows of one length, as sorted code strings (each distinct one once)."""
+
+    def __init__(self, codes: str, length: int) -> None:
+        first_start: dict[str, int] = {}
+        for start in range(len(codes) - length + 1):
+            first_start.setdefault("".join(sorted(codes[start : start + length])), start)
+        self.length = length
+        self.choices = list(first_start)
+        self.starts = list(first_start.values())
 
 
 def match_claims(
@@ -110,64 +154,92 @@ def match_claims(
     limit: int = MAX_MATCHES,
 ) -> list[ClaimMatch]:
     """Claims the caption repeats (similarity >= threshold), most similar first."""
-    caption_tokens = tokens(caption)
+    caption_tokens = located_tokens(caption)
     if not caption_tokens:
         return []
-    caption_counts = Counter(caption_tokens)
+    code_of: dict[str, str] = {}
+    for token in caption_tokens:
+        code_of.setdefault(token.stem, _code(len(code_of)))
+    codes = "".join(code_of[token.stem] for token in caption_tokens)
+    windows: dict[int, _Windows] = {}
+    cutoff = threshold * 100
+
+    def windows_of(length: int) -> _Windows:
+        if length not in windows:
+            windows[length] = _Windows(codes, length)
+        return windows[length]
+
+    positions: dict[str, list[int]] = {}
+    for index, code in enumerate(codes):
+        positions.setdefault(code, []).append(index)
     matches = []
     for claim in claims:
-        claim_tokens = list(_claim_tokens(claim.text))
-        # No window can match more claim tokens than the whole caption holds: skip early.
-        if _shared(Counter(claim_tokens), caption_counts) < threshold * len(claim_tokens):
+        claim_codes = "".join(code_of.get(stem, _ABSENT) for stem in _claim_tokens(claim.text))
+        size = len(claim_codes)
+        # Cheap bounds first: how many claim words the caption holds at all, then whether enough
+        # of them stand close together (within n + 1 words). Only then does rapidfuzz compare.
+        needed = math.ceil(threshold * size - 1e-9)
+        if size - claim_codes.count(_ABSENT) < needed:
             continue
-        similarity, window = _best_window(claim_tokens, caption_tokens, threshold)
-        if similarity >= threshold:
-            matches.append(ClaimMatch(claim, round(similarity, 3), " ".join(window)))
+        if len(codes) > size and not _close_enough(claim_codes, positions, needed, size + 1):
+            continue
+        found = _best_window(claim_codes, codes, windows_of, cutoff)
+        if found is None:
+            continue
+        similarity, start, length = found
+        window = caption_tokens[start : start + length]
+        matches.append(
+            ClaimMatch(
+                claim,
+                round(similarity, 3),
+                " ".join(token.stem for token in window),
+                caption[window[0].start : window[-1].end],
+            )
+        )
     matches.sort(key=lambda match: (-match.similarity, match.claim.id))
     return matches[:limit]
 
 
-@lru_cache(maxsize=65_536)
-def _claim_tokens(text: str) -> tuple[str, ...]:
-    return tuple(tokens(text))
+def _close_enough(
+    claim_codes: str, positions: dict[str, list[int]], needed: int, span: int
+) -> bool:
+    """Whether `needed` caption occurrences of the claim's words fit in `span` words.
+
+    Repeated occurrences of one word all count, so this can only over-estimate a window.
+    """
+    hits = sorted(
+        index for code in set(claim_codes) if code != _ABSENT for index in positions[code]
+    )
+    if needed <= 0:
+        return True
+    return any(hits[i + needed - 1] - hits[i] < span for i in range(len(hits) - needed + 1))
 
 
-def _shared(first: Counter[str], second: Counter[str]) -> int:
-    return sum((first & second).values())
+def _code(index: int) -> str:
+    """The one-character code of the caption's index-th distinct stem (never _ABSENT)."""
+    point = index + 1
+    return chr(point if point < 0xD800 else point + 0x800)  # skip the surrogate range
 
 
 def _best_window(
-    claim_tokens: list[str], caption_tokens: list[str], floor: float
-) -> tuple[float, list[str]]:
-    """The caption window most like the claim (if any reaches `floor`), lengths around its own.
-
-    Each window's shared-token count (kept up to date while sliding) bounds its similarity, so
-    difflib only runs on windows that could reach the floor and beat the best so far.
-    """
-    matcher = difflib.SequenceMatcher(autojunk=False)
-    matcher.set_seq2(claim_tokens)
-    claim_counts = Counter(claim_tokens)
-    size = len(claim_tokens)
-    best: tuple[float, list[str]] = (0.0, [])
-    for length in sorted({max(1, min(n, len(caption_tokens))) for n in (size - 1, size, size + 1)}):
-        window_counts = Counter(caption_tokens[:length])
-        shared = _shared(window_counts, claim_counts)
-        for start in range(len(caption_tokens) - length + 1):
-            if start:
-                leaving, entering = caption_tokens[start - 1], caption_tokens[start + length - 1]
-                if window_counts[leaving] <= claim_counts[leaving]:
-                    shared -= 1
-                window_counts[leaving] -= 1
-                window_counts[entering] += 1
-                if window_counts[entering] <= claim_counts[entering]:
-                    shared += 1
-            bound = min(2 * shared / (size + length), shared / size)
-            if bound < floor or bound <= best[0]:
-                continue
-            window = caption_tokens[start : start + length]
-            matcher.set_seq1(window)
-            matched = sum(block.size for block in matcher.get_matching_blocks())
-            similarity = min(2 * matched / (size + length), matched / size)
-            if similarity > best[0]:
-                best = (similarity, window)
+    claim_codes: str, codes: str, windows_of: Callable[[int], _Windows], cutoff: float
+) -> tuple[float, int, int] | None:
+    """(similarity, start, length) of the caption window most like the claim, if >= cutoff %."""
+    size = len(claim_codes)
+    ordered = "".join(sorted(claim_codes))
+    if len(codes) <= size:
+        # The whole caption is the only window: the share of the claim's words it holds.
+        shared = sum((Counter(claim_codes) & Counter(codes)).values())
+        return (shared / size, 0, len(codes)) if shared * 100 >= cutoff * size else None
+    best: tuple[float, int, int] | None = None
+    for length in (size, size + 1):
+        if length > len(codes):
+            break
+        candidates = windows_of(length)
+        found = process.extractOne(
+            ordered, candidates.choices, scorer=fuzz.ratio, score_cutoff=cutoff
+        )
+        # A longer window must do strictly better: the shorter span is the more precise quote.
+        if found is not None and (best is None or found[1] / 100 > best[0]):
+            best = (found[1] / 100, candidates.starts[found[2]], length)
     return best

@@ -1,4 +1,4 @@
-"""Claim matching: hits, near misses, unrelated captions, and the fact_check signal."""
+"""Claim matching: hits, near misses, windows, negated matches and the fact_check signal."""
 
 from __future__ import annotations
 
@@ -47,6 +47,64 @@ def test_exact_repetition_has_similarity_one() -> None:
     assert match.matched_text == "vaccin contain microchip"
 
 
+def test_inflection_and_reordering_match_fully() -> None:
+    for caption in ("The vaccine contained a microchip", "Microchips are contained in vaccines"):
+        [match] = match_claims(caption, CLAIMS)
+        assert (match.claim, match.similarity) == (MICROCHIPS, 1.0)
+    [match] = match_claims("microchips are contained in vaccines!", CLAIMS)
+    assert match.matched_span == "microchips are contained in vaccines"
+
+
+def test_one_inserted_word_matches_two_do_not() -> None:
+    [match] = match_claims("vaccines secretly contain microchips", CLAIMS)
+    assert match.similarity == 0.857  # 2 x 3 shared / (3 + 4 words)
+    assert match_claims("vaccines secretly contain tiny microchips", CLAIMS) == []
+
+
+def test_one_changed_word_is_judged_by_the_claims_length() -> None:
+    # Three of four words (0.75) reach the threshold; two of three (0.67) do not.
+    [match] = match_claims("5G towers spread the flu", CLAIMS)
+    assert (match.claim, match.similarity) == (FIVE_G, 0.75)
+    assert match_claims("Vaccines contain vitamins", CLAIMS) == []
+
+
+def test_paraphrase_with_other_words_is_not_seen() -> None:
+    # Honest limit of a lexical matcher: same meaning, other words.
+    assert match_claims("They are putting tracking chips inside the covid jabs", CLAIMS) == []
+    assert match_claims("NASA never went to the moon, it was all filmed on a set", CLAIMS) == []
+
+
+def test_a_claim_is_found_in_any_window_of_a_long_caption_but_not_spread_across_it() -> None:
+    filler = "Lovely weather at the beach today with the whole family and the dog. " * 30
+    caption = f"{filler} Remember: vaccines contain microchips! {filler}"
+
+    [match] = match_claims(caption, CLAIMS)
+
+    assert (match.similarity, match.matched_span) == (1.0, "vaccines contain microchips")
+    # The same words scattered over the caption are not one claim.
+    scattered = f"vaccines {filler} contain {filler} microchips"
+    assert match_claims(scattered, CLAIMS) == []
+
+
+def test_matches_are_ordered_limited_and_thresholded() -> None:
+    claims = [Claim(i, f"vaccines contain microchips number{i}", "false") for i in range(1, 9)]
+    caption = "vaccines contain microchips number7"
+
+    matches = match_claims(caption, claims, limit=3)
+
+    assert [m.claim.id for m in matches] == [7, 1, 2]
+    assert [m.similarity for m in matches] == [1.0, 0.75, 0.75]
+    assert match_claims(caption, claims, threshold=0.8) == [matches[0]]
+
+
+def test_a_repeated_word_counts_as_often_as_both_texts_hold_it() -> None:
+    claim = Claim(1, "bananas bananas apples", "false")
+
+    [match] = match_claims("bananas apples apples cherries", [claim], threshold=0.6)
+
+    assert (match.similarity, match.matched_text) == (0.667, "banana appl appl")
+
+
 @pytest.mark.parametrize(
     "caption",
     [
@@ -88,8 +146,46 @@ def test_fact_check_signal_carries_claim_verdict_sources_and_similarity() -> Non
         "sources": ["https://factcheck.example/3"],
         "similarity": 1.0,
         "matched_text": "5g tower spread coronavirus",
+        "matched_span": "5G towers spread the coronavirus",
+        "negation_cue": None,
     }
     assert "claim #3 rated disputed (similarity 1.00)" in signal.evidence[0]
+    assert signal.detail == "the caption repeats 1 known claim(s)"
+
+
+@pytest.mark.parametrize(
+    ("caption", "cue"),
+    [
+        ("It is false that vaccines contain microchips, stop sharing this", "It is false that"),
+        ("Vaccines contain microchips? That's a myth.", "myth"),
+        ("No, vaccines do not contain microchips", "No"),
+    ],
+)
+def test_a_negated_claim_weighs_a_fifth_of_a_repeated_one(caption: str, cue: str) -> None:
+    repeated = ClaimMatcher(CLAIMS).analyze(
+        PostContent.from_caption(URL, "Vaccines contain microchips")
+    )
+    negated = ClaimMatcher(CLAIMS).analyze(PostContent.from_caption(URL, caption))
+
+    assert repeated.score == 1.0
+    [match] = negated.data["matches"]
+    assert match["negation_cue"] == cue
+    assert negated.score == pytest.approx(match["similarity"] * 0.2, abs=0.001)
+    assert negated.score is not None
+    assert negated.score < 0.5  # the accuracy bench's flag line
+    assert f"negated (cue: {cue!r})" in negated.evidence[0]
+    assert negated.detail == "the caption repeats 0 known claim(s) and negates 1"
+
+
+def test_a_repeated_claim_outweighs_a_negated_one_in_the_same_caption() -> None:
+    caption = "Vaccines contain microchips. And the moon landing faked in a studio? A myth."
+
+    signal = ClaimMatcher(CLAIMS).analyze(PostContent.from_caption(URL, caption))
+
+    cues = {m["claim_id"]: m["negation_cue"] for m in signal.data["matches"]}
+    assert cues == {1: None, 2: "myth"}
+    assert signal.score == 1.0
+    assert signal.detail == "the caption repeats 1 known claim(s) and negates 1"
 
 
 def test_fact_check_without_a_match_says_little() -> None:
