@@ -9,9 +9,11 @@ A small labelled set, made here on every run (nothing binary is committed), goes
   changed after signing, PNG generator chunks, XMP/EXIF fields, and bare pixels. The signal calls
   "AI" when score >= 0.5 and "camera" when score < 0.5, each only at confidence >= the threshold;
   otherwise it abstains (abstentions lower recall, not precision).
-- fact_check: captions against a claims table: exact repeats and paraphrases (should match),
-  negated ("it is false that ...") and unrelated captions (should not). It "flags" a caption when
-  the signal's score is >= 0.5.
+- fact_check: 64 captions written for this bench against a table of 36 rated claims: per
+  labelled claim an exact repeat and a paraphrase (should be flagged), a negated caption ("it is
+  false that ...", "myth:", "does not") and an unrelated one on the same topic (should not). It
+  "flags" a caption when the signal's score is >= 0.5. `caption_table` takes one scorer per
+  matcher, so another matcher is one more column.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import argparse
 import base64
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.provenance_assets import (
     AI_SOURCE,
@@ -34,6 +36,9 @@ from bench.provenance_assets import (
     signed_image,
     tampered,
 )
+
+if TYPE_CHECKING:
+    from trustcard.analysis.claims import Claim
 
 URL = "https://www.instagram.com/p/CxYz123AbCd/"
 THRESHOLDS = (0.3, 0.5)
@@ -119,24 +124,27 @@ def image_cases(trusted: SigningAuthority, stranger: SigningAuthority) -> list[I
     ]
 
 
-# Rated claims and, per claim, captions of each kind (what a post would say).
+# Rated claims and, per claim, captions of each kind (what a post would say). Written for this
+# bench: "exact" repeats the claim in the post's own words around it (inflected, with extra words),
+# "paraphrase" says the same with other words, "negated" quotes it to deny or debunk it, and
+# "unrelated" is an ordinary post, often on the same topic or sharing a word.
 CLAIMS: list[tuple[str, dict[str, str]]] = [
     (
         "Vaccines contain microchips",
         {
-            "exact": "Vaccines contain microchips #wakeup",
+            "exact": "They won't admit it but the vaccines contain microchips #wakeup",
             "paraphrase": "They are putting tracking chips inside the covid jabs",
             "negated": "It is false that vaccines contain microchips, stop sharing this",
-            "unrelated": "Sunset at the lake with friends",
+            "unrelated": "Got my flu vaccine today, arm is a bit sore but worth it",
         },
     ),
     (
         "The moon landing was faked",
         {
-            "exact": "The moon landing was faked!!!",
+            "exact": "The moon landing was faked!!! Open your eyes",
             "paraphrase": "NASA never went to the moon, it was all filmed in a studio",
             "negated": "Debunked: the claim that the moon landing was faked",
-            "unrelated": "Homemade pasta night, recipe in bio",
+            "unrelated": "Full moon over the harbour tonight, what a view",
         },
     ),
     (
@@ -145,18 +153,155 @@ CLAIMS: list[tuple[str, dict[str, str]]] = [
             "exact": "Drinking bleach cures covid, share before they delete it",
             "paraphrase": "A sip of chlorine solution kills the coronavirus in your body",
             "negated": "No, drinking bleach does not cure covid. Please don't.",
-            "unrelated": "New running shoes, 10k personal best today",
+            "unrelated": "Spring cleaning day: bleach, gloves and a lot of music",
         },
     ),
     (
         "5G towers spread the coronavirus",
         {
-            "exact": "5G towers spread the coronavirus",
+            "exact": "Wake up people, 5G towers are spreading the coronavirus",
             "paraphrase": "The new mobile masts are what is making people sick with covid",
             "negated": "Fact check: 5G towers do not spread the coronavirus",
-            "unrelated": "Our cat turned three today",
+            "unrelated": "Finally got 5G at the cabin, streaming the match tonight",
         },
     ),
+    (
+        "The earth is flat",
+        {
+            "exact": "The earth is flat and they have lied to us for centuries",
+            "paraphrase": "There is no curve on the horizon, our world is a disc",
+            "negated": "Flat earthers, the earth is not flat: here is the photo from orbit",
+            "unrelated": "Flat white and a croissant to start the weekend",
+        },
+    ),
+    (
+        "Chemtrails are poisoning the population",
+        {
+            "exact": "Look up! The chemtrails are poisoning the population every day",
+            "paraphrase": "Those white lines the planes leave behind are spraying toxins on us",
+            "negated": "Chemtrails poisoning the population is a conspiracy theory, those are"
+            " contrails",
+            "unrelated": "Plane spotting at the airport with my son this afternoon",
+        },
+    ),
+    (
+        "Climate change is a hoax",
+        {
+            "exact": "Climate change is a hoax to raise your taxes",
+            "paraphrase": "The planet is not warming, scientists made the numbers up for funding",
+            "negated": "Saying climate change is a hoax is simply false, look at the data",
+            "unrelated": "Our climate strike group planted 200 trees this weekend",
+        },
+    ),
+    (
+        "Eating garlic prevents covid infection",
+        {
+            "exact": "Eating garlic prevents covid infection, my grandmother was right",
+            "paraphrase": "A few cloves a day keep the virus away, no need for a jab",
+            "negated": "WHO: there is no evidence that eating garlic prevents covid infection",
+            "unrelated": "Garlic butter prawns for dinner, recipe below",
+        },
+    ),
+    (
+        "Vaccines cause autism",
+        {
+            "exact": "Do your research: vaccines cause autism",
+            "paraphrase": "My nephew changed after his shots, the injections damage kids' brains",
+            "negated": "The study claiming vaccines cause autism was retracted and its author"
+            " struck off",
+            "unrelated": "Autism awareness walk this Saturday, everyone welcome",
+        },
+    ),
+    (
+        "The Great Wall of China is visible from space",
+        {
+            "exact": "Fun fact: the Great Wall of China is visible from space",
+            "paraphrase": "Astronauts can see the famous Chinese wall with bare eyes from orbit",
+            "negated": "Myth: the Great Wall of China is visible from space. Astronauts say it"
+            " is not.",
+            "unrelated": "Hiking the Great Wall next month, any tips?",
+        },
+    ),
+    (
+        "Humans only use ten percent of their brains",
+        {
+            "exact": "Humans only use ten percent of their brains, imagine unlocking the rest",
+            "paraphrase": "Most of your grey matter sits idle, we barely tap a tenth of it",
+            "negated": "The idea that humans only use ten percent of their brains is nonsense",
+            "unrelated": "Ten percent off everything in the shop this weekend",
+        },
+    ),
+    (
+        "Microwave ovens make food radioactive",
+        {
+            "exact": "Throw it out: microwave ovens make food radioactive",
+            "paraphrase": "Heating your dinner with those waves leaves radiation in what you eat",
+            "negated": "Microwave ovens do not make food radioactive, they just heat water",
+            "unrelated": "New microwave oven arrived, popcorn night is back",
+        },
+    ),
+    (
+        "Lemon water cures cancer",
+        {
+            "exact": "Lemon water cures cancer and big pharma hides it",
+            "paraphrase": "Squeeze citrus into a glass every morning and the tumours will vanish",
+            "negated": "Please stop sharing posts saying lemon water cures cancer",
+            "unrelated": "Lemon water and a long walk, good start to the day",
+        },
+    ),
+    (
+        "Wind turbines cause cancer",
+        {
+            "exact": "Wind turbines cause cancer, the noise makes people ill",
+            "paraphrase": "Living near those giant windmills gives you tumours",
+            "negated": "Wind turbines cause cancer? No evidence, says the health agency",
+            "unrelated": "Windy day at the coast, the turbines were spinning fast",
+        },
+    ),
+    (
+        "Fluoride in tap water lowers IQ",
+        {
+            "exact": "Fluoride in tap water lowers IQ, buy a filter now",
+            "paraphrase": "The chemical they add to our drinking supply makes children less"
+            " intelligent",
+            "negated": "Fluoride in tap water at these levels does not lower IQ, the review found",
+            "unrelated": "Tap water tastes better since they replaced the pipes",
+        },
+    ),
+    (
+        "Wearing masks causes oxygen deficiency",
+        {
+            "exact": "Wearing masks causes oxygen deficiency in children!!",
+            "paraphrase": "Covering your face all day starves your blood of air",
+            "negated": "Wearing masks does not cause oxygen deficiency, surgeons wear them for"
+            " hours",
+            "unrelated": "Face masks and cucumber slices, spa night with the girls",
+        },
+    ),
+]
+# More rated claims in the table that no caption here is about: a realistic table is mostly claims
+# a given post does not touch, and each is a chance for a false match.
+OTHER_CLAIMS: list[tuple[str, str]] = [
+    ("Bill Gates wants to depopulate the world with vaccines", "false"),
+    ("The 2020 election was stolen", "false"),
+    ("Hydroxychloroquine cures covid", "false"),
+    ("Ivermectin cures covid", "misleading"),
+    ("Covid vaccines alter your DNA", "false"),
+    ("Sharks do not get cancer", "false"),
+    ("Birds are government surveillance drones", "false"),
+    ("Eating carrots improves night vision", "misleading"),
+    ("Cracking your knuckles causes arthritis", "false"),
+    ("Sugar makes children hyperactive", "disputed"),
+    ("Bulls are enraged by the color red", "false"),
+    ("Goldfish have a three second memory", "false"),
+    ("Lightning never strikes the same place twice", "false"),
+    ("Bananas are radioactive and dangerous to eat", "misleading"),
+    ("Mobile phones cause brain cancer", "disputed"),
+    ("Smart meters emit harmful radiation", "misleading"),
+    ("Coffee stunts your growth", "false"),
+    ("Shaving makes hair grow back thicker", "false"),
+    ("Antibiotics cure viral infections", "false"),
+    ("The measles vaccine causes measles outbreaks", "false"),
 ]
 
 
@@ -166,6 +311,14 @@ def caption_cases() -> list[CaptionCase]:
         for _, captions in CLAIMS
         for kind, caption in captions.items()
     ]
+
+
+def claims_table() -> list[Claim]:
+    """The rated claims the captions are matched against (labelled ones first)."""
+    from trustcard.analysis.claims import Claim
+
+    rated = [(text, "false") for text, _ in CLAIMS] + OTHER_CLAIMS
+    return [Claim(i, text, verdict, []) for i, (text, verdict) in enumerate(rated, 1)]
 
 
 @dataclass
@@ -241,32 +394,61 @@ def per_kind_table(results: list[Result]) -> list[str]:
     return lines
 
 
-def caption_table(cases: list[CaptionCase]) -> list[str]:
-    from trustcard.analysis.claims import Claim
+# A caption's fact_check score from one matcher. Another matcher (e.g. by embedding) becomes one
+# more column: caption_table(cases, {**fact_check_scorers(), "embedding": its_scorer}).
+CaptionScorer = Callable[[str, "list[Claim]"], float]
 
-    claims = [Claim(i, text, "false", []) for i, (text, _) in enumerate(CLAIMS, 1)]
-    flagged_by_kind: dict[str, list[bool]] = {}
-    tally = Tally()
-    for case in cases:
-        flagged = float(_signal(case.caption, [], claims)["fact_check"].get("score") or 0.0) >= (
-            FLAG_SCORE
-        )
-        flagged_by_kind.setdefault(case.kind, []).append(flagged)
-        tally.labelled += case.repeats
-        tally.called += flagged
-        tally.correct += flagged and case.repeats
+
+def pipeline_fact_check(caption: str, claims: list[Claim]) -> float:
+    """The fact_check score of the installed analyzer, through the real pipeline."""
+    return float(_signal(caption, [], claims)["fact_check"].get("score") or 0.0)
+
+
+def fact_check_scorers() -> dict[str, CaptionScorer]:
+    """The built-in matcher, named by its version (what `before`/`after` runs tell apart)."""
+    from trustcard.analysis.factcheck import ClaimMatcher
+
+    return {str(ClaimMatcher.version): pipeline_fact_check}
+
+
+def caption_table(
+    cases: list[CaptionCase], scorers: Mapping[str, CaptionScorer] | None = None
+) -> list[str]:
+    """Precision and recall over repeats, one column per matcher; then flags per caption kind."""
+    claims = claims_table()
+    scorers = scorers or fact_check_scorers()
+    tallies: dict[str, Tally] = {}
+    flags: dict[str, dict[str, list[bool]]] = {}  # matcher -> kind -> flagged per caption
+    for name, score in scorers.items():
+        tally = tallies[name] = Tally()
+        for case in cases:
+            flagged = score(case.caption, claims) >= FLAG_SCORE
+            flags.setdefault(name, {}).setdefault(case.kind, []).append(flagged)
+            tally.labelled += case.repeats
+            tally.called += flagged
+            tally.correct += flagged and case.repeats
+    names = list(scorers)
+    header = "| | " + " | ".join(names) + " |"
+    rule = "|---|" + "---|" * len(names)
     lines = [
-        f"fact_check, flags at score >= {FLAG_SCORE}:",
-        "| captions | labelled repeats | flagged | correct | precision | recall |",
-        "|---|---|---|---|---|---|",
-        f"| all | {tally.labelled} | {tally.called} | {tally.correct} | {tally.precision()} "
-        f"| {tally.recall()} |",
-        "",
-        "| caption kind | flagged / captions |",
-        "|---|---|",
+        f"fact_check, flags at score >= {FLAG_SCORE}: {len(cases)} captions against "
+        f"{len(claims)} rated claims:",
+        header,
+        rule,
     ]
-    for kind, flags in flagged_by_kind.items():
-        lines.append(f"| {kind} | {sum(flags)} / {len(flags)} |")
+    rows: list[tuple[str, Callable[[Tally], str]]] = [
+        ("labelled repeats", lambda t: str(t.labelled)),
+        ("flagged", lambda t: str(t.called)),
+        ("correct", lambda t: str(t.correct)),
+        ("precision", Tally.precision),
+        ("recall", Tally.recall),
+    ]
+    for label, cell in rows:
+        lines.append(f"| {label} | " + " | ".join(cell(tallies[n]) for n in names) + " |")
+    lines += ["", "flagged / captions, per caption kind:", header.replace("| |", "| kind |"), rule]
+    for kind in flags[names[0]]:
+        cells = [f"{sum(flags[n][kind])} / {len(flags[n][kind])}" for n in names]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -25,7 +25,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple
@@ -134,18 +134,6 @@ def _claim_tokens(text: str) -> tuple[str, ...]:
     return tuple(tokens(text))
 
 
-class _Windows:
-    """The caption's windows of one length, as sorted code strings (each distinct one once)."""
-
-    def __init__(self, codes: str, length: int) -> None:
-        first_start: dict[str, int] = {}
-        for start in range(len(codes) - length + 1):
-            first_start.setdefault("".join(sorted(codes[start : start + length])), start)
-        self.length = length
-        self.choices = list(first_start)
-        self.starts = list(first_start.values())
-
-
 def match_claims(
     caption: str,
     claims: Sequence[Claim],
@@ -157,33 +145,10 @@ def match_claims(
     caption_tokens = located_tokens(caption)
     if not caption_tokens:
         return []
-    code_of: dict[str, str] = {}
-    for token in caption_tokens:
-        code_of.setdefault(token.stem, _code(len(code_of)))
-    codes = "".join(code_of[token.stem] for token in caption_tokens)
-    windows: dict[int, _Windows] = {}
-    cutoff = threshold * 100
-
-    def windows_of(length: int) -> _Windows:
-        if length not in windows:
-            windows[length] = _Windows(codes, length)
-        return windows[length]
-
-    positions: dict[str, list[int]] = {}
-    for index, code in enumerate(codes):
-        positions.setdefault(code, []).append(index)
+    coded = _CodedCaption([token.stem for token in caption_tokens])
     matches = []
     for claim in claims:
-        claim_codes = "".join(code_of.get(stem, _ABSENT) for stem in _claim_tokens(claim.text))
-        size = len(claim_codes)
-        # Cheap bounds first: how many claim words the caption holds at all, then whether enough
-        # of them stand close together (within n + 1 words). Only then does rapidfuzz compare.
-        needed = math.ceil(threshold * size - 1e-9)
-        if size - claim_codes.count(_ABSENT) < needed:
-            continue
-        if len(codes) > size and not _close_enough(claim_codes, positions, needed, size + 1):
-            continue
-        found = _best_window(claim_codes, codes, windows_of, cutoff)
+        found = coded.best_window(_claim_tokens(claim.text), threshold)
         if found is None:
             continue
         similarity, start, length = found
@@ -200,46 +165,96 @@ def match_claims(
     return matches[:limit]
 
 
-def _close_enough(
-    claim_codes: str, positions: dict[str, list[int]], needed: int, span: int
-) -> bool:
-    """Whether `needed` caption occurrences of the claim's words fit in `span` words.
+class _CodedCaption:
+    """A caption's stems, each coded as one character, with what the window search needs."""
 
-    Repeated occurrences of one word all count, so this can only over-estimate a window.
+    def __init__(self, stems: list[str]) -> None:
+        self.code_of: dict[str, str] = {}
+        for stem in stems:
+            self.code_of.setdefault(stem, _code(len(self.code_of)))
+        self.codes = "".join(self.code_of[stem] for stem in stems)
+        self.positions: dict[str, list[int]] = {}
+        for index, code in enumerate(self.codes):
+            self.positions.setdefault(code, []).append(index)
+        self._sorted_windows: dict[int, list[str]] = {}
+
+    def best_window(
+        self, claim_stems: Sequence[str], threshold: float
+    ) -> tuple[float, int, int] | None:
+        """(similarity, start, length) of the window most like the claim, if >= threshold."""
+        claim_codes = "".join(self.code_of.get(stem, _ABSENT) for stem in claim_stems)
+        size = len(claim_codes)
+        needed = math.ceil(threshold * size - 1e-9)  # claim words a window must hold
+        # Cheap bound first: how many of the claim's words the caption holds at all.
+        if size - claim_codes.count(_ABSENT) < needed:
+            return None
+        if len(self.codes) <= size:
+            # The whole caption is the only window: the share of the claim's words it holds.
+            shared = sum((Counter(claim_codes) & Counter(self.codes)).values())
+            return (shared / size, 0, len(self.codes)) if shared >= needed else None
+        hits = sorted(
+            index for code in set(claim_codes) if code != _ABSENT for index in self.positions[code]
+        )
+        ordered = "".join(sorted(claim_codes))
+        best: tuple[float, int, int] | None = None
+        for length in (size, size + 1):
+            starts = _starts_holding(hits, max(needed, 1), length, len(self.codes))
+            if not starts:
+                continue
+            windows = self._windows(length)
+            found = process.extract(
+                ordered,
+                [windows[start] for start in starts],
+                scorer=fuzz.ratio,
+                score_cutoff=threshold * 100,
+                limit=None,
+            )
+            if not found:
+                continue
+            top = found[0][1]
+            # A longer window must do strictly better: the shorter span is the more precise quote.
+            if best is not None and top / 100 <= best[0]:
+                continue
+            # Of the equally good windows, the one whose word order is closest to the claim's:
+            # "the earth is not flat" rather than "flat earthers, the earth".
+            tied = [starts[i] for _, score, i in found if score == top]
+            start = tied[0]
+            if len(tied) > 1:
+                start = max(
+                    tied, key=lambda s: (fuzz.ratio(claim_codes, self.codes[s : s + length]), -s)
+                )
+            best = (top / 100, start, length)
+            # No (n + 1)-word window can beat 2n / (2n + 1).
+            if best[0] >= 2 * size / (2 * size + 1):
+                break
+        return best
+
+    def _windows(self, length: int) -> list[str]:
+        """Every window of `length` codes, sorted (the order-free form), by start."""
+        if length not in self._sorted_windows:
+            self._sorted_windows[length] = [
+                "".join(sorted(self.codes[start : start + length]))
+                for start in range(len(self.codes) - length + 1)
+            ]
+        return self._sorted_windows[length]
+
+
+def _starts_holding(hits: list[int], needed: int, length: int, caption_length: int) -> list[int]:
+    """Starts of the windows of `length` that hold at least `needed` of the sorted hit positions.
+
+    Repeated occurrences of one word all count, so this can only over-estimate a window; windows
+    it leaves out cannot reach the threshold, and rapidfuzz never sees them.
     """
-    hits = sorted(
-        index for code in set(claim_codes) if code != _ABSENT for index in positions[code]
-    )
-    if needed <= 0:
-        return True
-    return any(hits[i + needed - 1] - hits[i] < span for i in range(len(hits) - needed + 1))
+    starts: set[int] = set()
+    last_start = caption_length - length
+    for i in range(len(hits) - needed + 1):
+        first, last = hits[i], hits[i + needed - 1]
+        if last - first < length:
+            starts.update(range(max(0, last - length + 1), min(first, last_start) + 1))
+    return sorted(starts)
 
 
 def _code(index: int) -> str:
     """The one-character code of the caption's index-th distinct stem (never _ABSENT)."""
     point = index + 1
     return chr(point if point < 0xD800 else point + 0x800)  # skip the surrogate range
-
-
-def _best_window(
-    claim_codes: str, codes: str, windows_of: Callable[[int], _Windows], cutoff: float
-) -> tuple[float, int, int] | None:
-    """(similarity, start, length) of the caption window most like the claim, if >= cutoff %."""
-    size = len(claim_codes)
-    ordered = "".join(sorted(claim_codes))
-    if len(codes) <= size:
-        # The whole caption is the only window: the share of the claim's words it holds.
-        shared = sum((Counter(claim_codes) & Counter(codes)).values())
-        return (shared / size, 0, len(codes)) if shared * 100 >= cutoff * size else None
-    best: tuple[float, int, int] | None = None
-    for length in (size, size + 1):
-        if length > len(codes):
-            break
-        candidates = windows_of(length)
-        found = process.extractOne(
-            ordered, candidates.choices, scorer=fuzz.ratio, score_cutoff=cutoff
-        )
-        # A longer window must do strictly better: the shorter span is the more precise quote.
-        if found is not None and (best is None or found[1] / 100 > best[0]):
-            best = (found[1] / 100, candidates.starts[found[2]], length)
-    return best

@@ -97,6 +97,14 @@ def test_matches_are_ordered_limited_and_thresholded() -> None:
     assert match_claims(caption, claims, threshold=0.8) == [matches[0]]
 
 
+def test_of_equally_similar_windows_the_one_in_the_claims_word_order_is_quoted() -> None:
+    flat = Claim(1, "The earth is flat", "false")
+
+    [match] = match_claims("Flat earthers, the earth is not flat", [flat])
+
+    assert (match.similarity, match.matched_span) == (0.8, "earth is not flat")
+
+
 def test_a_repeated_word_counts_as_often_as_both_texts_hold_it() -> None:
     claim = Claim(1, "bananas bananas apples", "false")
 
