@@ -9,8 +9,10 @@ sequences (each stem coded as one character, so the ratio counts shared *words*)
 n-word window is the share of the claim's words it holds and for an (n + 1)-word window
 2 * shared / (2n + 1). The best window counts; MATCH_THRESHOLD decides a match. Consequences: one
 changed or missing key word in a three-word claim (0.67) is not a match; an inflection, reordered
-words (1.0) or one inserted word (0.86) are. rapidfuzz runs the window loop in C++; claims that do
-not share enough words with the whole caption are skipped before it.
+words (1.0) or one inserted word (0.86) are. Of equally similar windows the one closest to the
+claim's word order is quoted. Speed: a claim is skipped when the caption does not hold enough of
+its words, or not close enough together; rapidfuzz (C++) scores only the windows that hold enough
+of them.
 
 What it can see: the claim's own words, inflected, reordered, with a word inserted, anywhere in a
 long caption. What it cannot see: paraphrase with other words ("tracking chips in the jabs" is not
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -51,7 +54,9 @@ i if in into is it its just me my of on or our she so than that the their them t
 they this those to too us very was we were what when which who will with would you your
 """
 _STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
-_STEMMER = snowballstemmer.stemmer("english")
+# A Snowball stemmer keeps the word being stemmed in itself: one per thread (analyzers run in
+# threads, and a timed-out one may still be running beside the next).
+_stemmers = threading.local()
 # Claim words the caption does not hold all get this code: it matches no caption window.
 _ABSENT = "\x00"
 
@@ -126,7 +131,16 @@ def _normalise_word(word: str) -> tuple[str, ...]:
     plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
     # NFKD can split one written word (the fraction one-half becomes "1", slash, "2"): parts.
     parts = _NON_WORD.sub(" ", plain).split()
-    return tuple(_STEMMER.stemWord(part) for part in parts if part not in _STOP_WORDS)
+    return tuple(stem(part) for part in parts if part not in _STOP_WORDS)
+
+
+def stem(word: str) -> str:
+    """The Snowball (Porter 2) English stem of a normalised word."""
+    stemmer = getattr(_stemmers, "english", None)
+    if stemmer is None:
+        stemmer = _stemmers.english = snowballstemmer.stemmer("english")
+    result: str = stemmer.stemWord(word)
+    return result
 
 
 @lru_cache(maxsize=65_536)

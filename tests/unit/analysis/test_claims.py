@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
-from trustcard.analysis.claims import MATCH_THRESHOLD, Claim, match_claims, tokens
+from trustcard.analysis.claims import MATCH_THRESHOLD, Claim, match_claims, stem, tokens
 from trustcard.analysis.content import PostContent
 from trustcard.analysis.factcheck import ClaimMatcher
 
@@ -209,3 +212,20 @@ def test_fact_check_is_unavailable_without_claims_or_caption() -> None:
     no_caption = ClaimMatcher(CLAIMS).analyze(PostContent.from_caption(URL, "  "))
     assert no_caption.status == "unavailable"
     assert no_caption.detail == "the post has no caption to check"
+
+
+def test_stemming_in_many_threads_at_once_gives_each_word_its_own_stem() -> None:
+    words = [
+        f"{prefix}{suffix}"
+        for prefix in ("contain", "vaccin", "land", "fak", "spread")
+        for suffix in ("ing", "ed", "s", "ers", "ation", "ingly")
+    ]
+    expected = [stem(word) for word in words]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: mid-word, if shared
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda _: [stem(w) for w in words * 200], range(8)))
+    finally:
+        sys.setswitchinterval(switch)
+    assert all(result == expected * 200 for result in results)
