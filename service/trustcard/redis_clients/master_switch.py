@@ -13,7 +13,7 @@ the old master takes meanwhile is flushed when it resyncs as a replica (docs/red
 - the master switched (`+switch-master`): connections are cut again and new ones go to the
   new master's address for FOLLOW_SECONDS, not to what a Sentinel answers: the leader keeps
   naming the old master in `SENTINEL MASTERS` until its own switch, seconds after the others
-  (measured 6 s), and redis-py asks the Sentinel that answered last first.
+  (1-6 s here), and redis-py asks the Sentinel that answered last first.
 Connections are cut with `shutdown()` on (a duplicate of) their socket: safe from the
 watcher's thread while another thread or an event loop reads on it; that reader sees the
 connection closed.

@@ -77,12 +77,14 @@ class SentinelWatch:
         connection_kwargs: dict[str, Any],
         on_switch: OnSwitch | None = None,
         switches: MasterSwitches = MASTER_SWITCHES,
+        hold_on_start: bool = True,
     ) -> None:
         self.sentinels = list(sentinels)
         self.master_name = master_name
         self.connection_kwargs = connection_kwargs
         self.on_switch = on_switch
         self.switches = switches
+        self.hold_on_start = hold_on_start
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         # Set once each thread has subscribed (tests wait for it).
@@ -155,7 +157,7 @@ class SentinelWatch:
                 )
                 if self.on_switch is not None:
                     self.on_switch(switch)
-        elif channel in STARTS:
+        elif channel in STARTS and self.hold_on_start:
             self.switches.hold(self.master_name)
             log.info("Sentinel %s for Redis master %r: new connections wait", channel, data)
         elif channel.startswith("-failover-abort"):
@@ -181,9 +183,13 @@ def watch_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 def start_sentinel_watch(
-    settings: Settings, on_switch: OnSwitch | None = None
+    settings: Settings, on_switch: OnSwitch | None = None, hold_on_start: bool = True
 ) -> SentinelWatch | None:
-    """The watch of this process; None when Sentinel is not configured."""
+    """The watch of this process; None when Sentinel is not configured.
+
+    `hold_on_start` False: the process's connections move at the switch only, not cut when
+    the failover starts (the worker's consumer, see worker.signals).
+    """
     if not settings.sentinel_hosts:
         return None
     return SentinelWatch(
@@ -191,4 +197,5 @@ def start_sentinel_watch(
         settings.REDIS_SENTINEL_MASTER_NAME,
         watch_kwargs(settings),
         on_switch,
+        hold_on_start=hold_on_start,
     ).start()

@@ -139,8 +139,13 @@ def prepare_main_process(**_: Any) -> None:
     prepare_worker_tracing()
     # Before the pool forks: children send each analysis's outcome to this process.
     start_analysis_metrics(WORKER_METRICS.registry)
-    # The consumer's and producers' broker connections follow a Sentinel master switch.
-    _watch_sentinels(on_switch=lambda _: REDIS_MASTER_SWITCHES.inc())
+    # The consumer's and producers' broker connections follow a Sentinel master switch, at the
+    # switch only. Cut when the failover starts, a BRPOP whose reply was in flight lost its
+    # message (popped, never delivered: kombu's BRPOP window, docs/upstream-redis-outages.md
+    # section 6; 1 of 400 in 1 of 3 runs), and holding new connections would refuse the
+    # unacked copy written after a pop the same way. Cut at the switch, a message popped on
+    # the old master after the promotion is still queued on the new one (it may run twice).
+    _watch_sentinels(on_switch=lambda _: REDIS_MASTER_SWITCHES.inc(), hold_on_start=False)
 
 
 @worker_shutdown.connect
