@@ -7,8 +7,18 @@ import socket
 import pytest
 from redis.exceptions import ConnectionError
 
+from trustcard.config import Settings
 from trustcard.redis_clients.master_switch import MasterSwitch, MasterSwitches
-from trustcard.redis_clients.sentinel_watch import SentinelWatch, master_name_of, parse_switch
+from trustcard.redis_clients.sentinel_watch import (
+    SentinelWatch,
+    master_name_of,
+    parse_switch,
+    start_sentinel_watch,
+)
+
+
+def test_off_without_sentinel() -> None:
+    assert start_sentinel_watch(Settings(REDIS_URL="redis://127.0.0.1:6379/0")) is None
 
 
 @pytest.mark.parametrize(
@@ -53,6 +63,16 @@ def test_a_failover_holds_new_connections_until_the_switch() -> None:
         watch.handle("+switch-master", "trustcard 10.0.0.1 6379 10.0.0.2 6379")
     assert switches.master_address("trustcard") == ("10.0.0.2", 6379)
     assert len(seen) == 1
+
+
+def test_the_worker_consumer_does_not_hold() -> None:
+    """hold_on_start=False (the worker's main process): only the switch moves it."""
+    switches = MasterSwitches()
+    watch = SentinelWatch([], "trustcard", {}, switches=switches, hold_on_start=False)
+    watch.handle("+try-failover", "master trustcard 10.0.0.1 6379")
+    assert switches.master_address("trustcard") is None
+    watch.handle("+switch-master", "trustcard 10.0.0.1 6379 10.0.0.2 6379")
+    assert switches.master_address("trustcard") == ("10.0.0.2", 6379)
 
 
 def test_an_aborted_failover_releases_the_hold() -> None:
