@@ -24,7 +24,9 @@ from trustcard.api.security import (
 )
 from trustcard.celery_app import create_celery_app
 from trustcard.config import Settings, get_settings, redact_url
+from trustcard.observability.api_metrics import REDIS_MASTER_SWITCHES
 from trustcard.observability.tracing import flush_tracing, instrument_api
+from trustcard.redis_clients.sentinel_watch import start_sentinel_watch
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +83,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         # A Redis that may evict our keys is logged at once (issue 14.4), not at the first probe.
         eviction_check = asyncio.create_task(health.report_eviction_policies(resources))
+        # Sentinel: the clients follow a master switch at once (None without Sentinel).
+        sentinel_watch = start_sentinel_watch(
+            settings, on_switch=lambda _: REDIS_MASTER_SWITCHES.inc()
+        )
         try:
             yield
         finally:
+            if sentinel_watch is not None:
+                sentinel_watch.stop(timeout=0)
             eviction_check.cancel()
             await resources.aclose()
             flush_tracing()

@@ -29,6 +29,10 @@ PUBLISH_LATENCY = Histogram(
     "Time to publish one task message to the broker",
     buckets=LATENCY_BUCKETS,
 )
+REDIS_MASTER_SWITCHES = Counter(
+    "trustcard_redis_master_switches_total",
+    "Redis master switches (Sentinel +switch-master) this process followed",
+)
 SUBMISSION_ERRORS = Counter(
     "trustcard_submission_errors_total",
     "Submissions refused because a dependency failed, by cause",

@@ -26,6 +26,14 @@ import redis.asyncio.sentinel
 import redis.sentinel
 
 from trustcard.config import Settings
+from trustcard.redis_clients.master_switch import (
+    AsyncSentinelMasterConnection,
+    AsyncSentinelMasterSSLConnection,
+)
+from trustcard.redis_clients.write_refusal import (
+    SentinelMasterConnection,
+    SentinelMasterSSLConnection,
+)
 
 
 def uses_tls(url: str) -> bool:
@@ -98,6 +106,10 @@ def sync_client(settings: Settings, url: str, **options: Any) -> redis.Redis:
             sentinel_kwargs=sentinel_kwargs(settings, url, **_sentinel_socket_options(options)),
         )
         master = {**master_options(settings, url), **options}
+        # Follows a master switch at once (redis_clients.master_switch).
+        master["connection_class"] = (
+            SentinelMasterSSLConnection if uses_tls(url) else SentinelMasterConnection
+        )
         client: redis.Redis = sentinel.master_for(settings.REDIS_SENTINEL_MASTER_NAME, **master)
         return client
     return redis.Redis.from_url(url, **client_options(settings, url), **options)
@@ -111,6 +123,9 @@ def async_client(settings: Settings, url: str, **options: Any) -> redis.asyncio.
             sentinel_kwargs=sentinel_kwargs(settings, url, **_sentinel_socket_options(options)),
         )
         master = {**master_options(settings, url), **options}
+        master["connection_class"] = (
+            AsyncSentinelMasterSSLConnection if uses_tls(url) else AsyncSentinelMasterConnection
+        )
         aclient: redis.asyncio.Redis = sentinel.master_for(
             settings.REDIS_SENTINEL_MASTER_NAME, **master
         )

@@ -20,6 +20,8 @@ from typing import Any
 from redis.exceptions import ConnectionError, ResponseError
 from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 
+from trustcard.redis_clients.master_switch import FollowsMasterSwitch
+
 WRITE_REFUSALS = ("NOREPLICAS",)
 
 
@@ -34,9 +36,14 @@ class _WriteRefusalIsConnectionLoss:
             raise ConnectionError(f"the master refuses writes: {exc}") from exc
 
 
-class SentinelMasterConnection(_WriteRefusalIsConnectionLoss, SentinelManagedConnection):
-    """redis-py's Sentinel-managed connection, NOREPLICAS raised as a lost connection."""
+class SentinelMasterConnection(
+    _WriteRefusalIsConnectionLoss, FollowsMasterSwitch, SentinelManagedConnection
+):
+    """redis-py's Sentinel-managed connection, NOREPLICAS raised as a lost connection; it
+    follows a master switch at once (redis_clients.master_switch)."""
 
 
-class SentinelMasterSSLConnection(_WriteRefusalIsConnectionLoss, SentinelManagedSSLConnection):
+class SentinelMasterSSLConnection(
+    _WriteRefusalIsConnectionLoss, FollowsMasterSwitch, SentinelManagedSSLConnection
+):
     """The same over TLS."""

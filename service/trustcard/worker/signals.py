@@ -15,12 +15,13 @@ from celery.signals import (
     task_revoked,
     worker_init,
     worker_process_init,
+    worker_process_shutdown,
     worker_ready,
     worker_shutdown,
     worker_shutting_down,
 )
 from celery.worker import state as worker_state
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
 from trustcard.config import get_settings
@@ -36,6 +37,7 @@ from trustcard.observability.worker_metrics import PUBLISHED_AT_HEADER, WORKER_M
 from trustcard.observability.worker_server import close_inherited_socket
 from trustcard.redis_clients.connection import sync_client
 from trustcard.redis_clients.eviction import read_policy
+from trustcard.redis_clients.sentinel_watch import SentinelWatch, start_sentinel_watch
 from trustcard.task_model.registry import recent_cancellations
 from trustcard.worker.worker_pool import freeze_parent_heap
 
@@ -48,6 +50,16 @@ EVICTION_POLICY_SAFE = Gauge(
     ["dependency", "policy"],
     registry=WORKER_METRICS.registry,
 )
+
+# The API's metric of the same name: switches the worker's main process followed (the pool
+# processes follow them too, and log each).
+REDIS_MASTER_SWITCHES = Counter(
+    "trustcard_redis_master_switches_total",
+    "Redis master switches (Sentinel +switch-master) this process followed",
+    registry=WORKER_METRICS.registry,
+)
+# This process's Sentinel watch (redis_clients.sentinel_watch); None without Sentinel.
+_sentinel_watch: SentinelWatch | None = None
 
 
 @celeryd_after_setup.connect
@@ -127,18 +139,44 @@ def prepare_main_process(**_: Any) -> None:
     prepare_worker_tracing()
     # Before the pool forks: children send each analysis's outcome to this process.
     start_analysis_metrics(WORKER_METRICS.registry)
+    # The consumer's and producers' broker connections follow a Sentinel master switch, at the
+    # switch only. Cut when the failover starts, a BRPOP whose reply was in flight lost its
+    # message (popped, never delivered: kombu's BRPOP window, docs/upstream-redis-outages.md
+    # section 6; 1 of 400 in 1 of 3 runs), and holding new connections would refuse the
+    # unacked copy written after a pop the same way. Cut at the switch, a message popped on
+    # the old master after the promotion is still queued on the new one (it may run twice).
+    _watch_sentinels(on_switch=lambda _: REDIS_MASTER_SWITCHES.inc(), hold_on_start=False)
 
 
 @worker_shutdown.connect
 def finish_main_process(**_: Any) -> None:
     # After the pool has stopped: export the spans the children handed over last.
     stop_worker_tracing()
+    _stop_sentinel_watch()
 
 
 @worker_process_init.connect
 def init_pool_child(**_: Any) -> None:
     close_inherited_socket()
     instrument_worker_process()
+    # The result backend's connections (task states) live here: a watch of their own, since
+    # the parent's threads are not forked.
+    _watch_sentinels()
+
+
+@worker_process_shutdown.connect
+def finish_pool_child(**_: Any) -> None:
+    _stop_sentinel_watch()
+
+
+def _watch_sentinels(**kwargs: Any) -> None:
+    global _sentinel_watch
+    _sentinel_watch = start_sentinel_watch(get_settings(), **kwargs)
+
+
+def _stop_sentinel_watch() -> None:
+    if _sentinel_watch is not None:
+        _sentinel_watch.stop(timeout=0)
 
 
 @celeryd_after_setup.connect
