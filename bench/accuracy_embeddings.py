@@ -1,0 +1,210 @@
+"""`python -m bench.accuracy_embeddings [--claims N]`: the claim_similarity plug-in, measured.
+
+Needs the `embeddings` extra. Prints:
+- per caption kind of bench.accuracy's labelled set (exact, paraphrase, negated, unrelated): the
+  best cosine similarity to the claims, and precision/recall of the plug-in at MATCH_THRESHOLD
+  (a caption is flagged when the signal's score >= bench.accuracy.FLAG_SCORE), the row to add to
+  `python -m bench.accuracy`;
+- the costs: model load time and RSS before/after it in a fresh process, embedding N synthetic
+  claims once, and per-analysis time (mean, p95) of the whole pipeline with the plug-in against
+  that N-claim table; and what max-tasks-per-child recycling adds per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.accuracy import CLAIMS, FLAG_SCORE, URL, Tally, caption_cases
+
+MAX_TASKS_PER_CHILD = 50
+SUBJECTS = (
+    "vaccines", "5G towers", "the moon landing", "tap water", "wind turbines", "the election",
+    "chemtrails", "bananas", "smart meters", "the new bridge", "face masks", "solar panels",
+    "the central bank", "microwaves", "fluoride", "the football club", "mobile phones", "garlic",
+)  # fmt: skip
+PREDICATES = (
+    "cause cancer", "were invented by {n} scientists", "contain tracking chips", "are banned in "
+    "{n} countries", "change your DNA", "were faked in studio {n}", "make {n} percent of people "
+    "infertile", "are controlled by a secret group", "cure every disease in {n} days",
+    "will be illegal from next year", "poison the water supply", "cost {n} billion to hide",
+)  # fmt: skip
+
+_LOAD_PROBE = """
+import json, os, time, psutil
+proc = psutil.Process()
+before = proc.memory_info().rss
+started = time.monotonic()
+from trustcard.analysis.claim_embeddings import ClaimSimilarityAnalyzer
+analyzer = ClaimSimilarityAnalyzer()
+analyzer.encoder.encode(["warm up"])
+print(json.dumps({"load_seconds": time.monotonic() - started, "rss_before": before,
+                  "rss_after": proc.memory_info().rss}))
+"""
+
+
+def synthetic_claims(count: int) -> list[Any]:
+    from trustcard.analysis.claims import Claim
+
+    texts = []
+    for n in range(count):
+        subject = SUBJECTS[n % len(SUBJECTS)]
+        predicate = PREDICATES[(n // len(SUBJECTS)) % len(PREDICATES)].format(n=n)
+        texts.append(f"{subject} {predicate}")
+    start = len(CLAIMS) + 1
+    return [Claim(start + i, text, "false", []) for i, text in enumerate(texts)]
+
+
+def labelled_claims() -> list[Any]:
+    from trustcard.analysis.claims import Claim
+
+    return [Claim(i, text, "false", []) for i, (text, _) in enumerate(CLAIMS, 1)]
+
+
+def accuracy(analyzer: Any) -> list[str]:
+    claims = labelled_claims()
+    by_kind: dict[str, list[float]] = {}
+    flags: dict[str, list[bool]] = {}
+    tally = Tally()
+    index = analyzer.cache.index(claims)
+    for case in caption_cases():
+        query = analyzer.encoder.encode([case.caption])[0]
+        best = max(float(s) for s in index.matrix @ query)
+        by_kind.setdefault(case.kind, []).append(best)
+        signal = analyzer.match(case.caption, claims)
+        flagged = (signal.score or 0.0) >= FLAG_SCORE
+        flags.setdefault(case.kind, []).append(flagged)
+        tally.labelled += case.repeats
+        tally.called += flagged
+        tally.correct += flagged and case.repeats
+    lines = [
+        f"claim_similarity ({analyzer.version}), flags at score >= {FLAG_SCORE}:",
+        "| captions | labelled repeats | flagged | correct | precision | recall |",
+        "|---|---|---|---|---|---|",
+        f"| all | {tally.labelled} | {tally.called} | {tally.correct} | {tally.precision()} "
+        f"| {tally.recall()} |",
+        "",
+        "| caption kind | flagged / captions | best similarity min / median / max |",
+        "|---|---|---|",
+    ]
+    for kind, values in by_kind.items():
+        lines.append(
+            f"| {kind} | {sum(flags[kind])} / {len(values)} | {min(values):.2f} / "
+            f"{statistics.median(values):.2f} / {max(values):.2f} |"
+        )
+    return lines
+
+
+def load_cost(runs: int) -> list[dict[str, float]]:
+    """Model load in fresh processes, as a pool child pays it (imports included)."""
+    samples = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", _LOAD_PROBE], capture_output=True, text=True, check=True
+        )
+        samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return samples
+
+
+def pipeline_times(analyzer: Any, claims: list[Any], rounds: int) -> list[tuple[float, float]]:
+    """(whole pipeline, claim_similarity stage) seconds per analysis."""
+    from trustcard.analysis.pipeline import PipelineConfig, run_pipeline
+    from trustcard.analysis.signals import ANALYZER_ENTRY_POINT_GROUP
+    from trustcard.analysis.supplied import SuppliedContent
+
+    del analyzer  # the pipeline loads its own through the entry point (cached per process)
+    from importlib.metadata import entry_points
+
+    plugins = list(entry_points(group=ANALYZER_ENTRY_POINT_GROUP, name="claim_similarity"))
+    config = PipelineConfig(enabled=frozenset({"fact_check", "claim_similarity"}), plugins=plugins)
+    captions = [case.caption for case in caption_cases()]
+    seconds = []
+    for i in range(rounds):
+        supplied = SuppliedContent.model_validate({"caption": captions[i % len(captions)]})
+        started = time.monotonic()
+        result = run_pipeline(URL, supplied, claims=claims, config=config)
+        stage = next(s for s in result.stages if s.name == "claim_similarity")
+        assert stage.status == "ok", stage
+        seconds.append((time.monotonic() - started, stage.seconds))
+    return seconds
+
+
+def report(claim_count: int, rounds: int, load_runs: int) -> str:
+    import psutil
+
+    from trustcard.analysis.claim_embeddings import ClaimSimilarityAnalyzer
+
+    lines = []
+    loads = load_cost(load_runs)
+    load_mean = statistics.mean(s["load_seconds"] for s in loads)
+    mib = 2**20
+    lines += [
+        f"model load in a fresh process (imports + weights + first encode), {load_runs} runs: "
+        + ", ".join(f"{s['load_seconds']:.2f}" for s in loads)
+        + f" s (mean {load_mean:.2f} s)",
+        "RSS before / after the load: "
+        + ", ".join(f"{s['rss_before'] / mib:.0f} / {s['rss_after'] / mib:.0f} MiB" for s in loads),
+        f"with max-tasks-per-child {MAX_TASKS_PER_CHILD}: one load per {MAX_TASKS_PER_CHILD} "
+        f"tasks per child = {1000 * load_mean / MAX_TASKS_PER_CHILD:.0f} ms per task on average",
+        "",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        import os
+
+        os.environ["CLAIM_EMBEDDINGS_CACHE_DIR"] = tmp
+        from trustcard.config import get_settings
+
+        get_settings.cache_clear()
+        analyzer = ClaimSimilarityAnalyzer()
+        lines += accuracy(analyzer)
+        claims = labelled_claims() + synthetic_claims(claim_count)
+        started = time.monotonic()
+        analyzer.cache.index(claims)
+        embed_seconds = time.monotonic() - started
+        fresh = ClaimSimilarityAnalyzer()  # a recycled child: vectors come from the disk cache
+        started = time.monotonic()
+        fresh.cache.index(claims)
+        from_disk = time.monotonic() - started
+        assert fresh.cache.embedded == 0
+        lines += [
+            "",
+            f"embedding {len(claims)} claims once: {embed_seconds:.1f} s "
+            f"({len(claims) / embed_seconds:.0f} claims/s); a new process reading them from "
+            f"the vector cache: {from_disk:.2f} s; RSS now {psutil.Process().memory_info().rss / mib:.0f} MiB",
+        ]
+        seconds = pipeline_times(analyzer, claims, rounds)
+        # The pipeline's own plug-in instance builds its index on the first run.
+        for what, column in (
+            ("whole pipeline (fact_check + claim_similarity)", 0),
+            ("claim_similarity stage alone", 1),
+        ):
+            warm = [run[column] for run in seconds[1:]]
+            p95 = statistics.quantiles(warm, n=20)[-1] if len(warm) >= 2 else warm[0]
+            lines.append(
+                f"{what} against {len(claims)} claims, {len(warm)} analyses after the first: "
+                f"mean {1000 * statistics.mean(warm):.0f} ms, p95 {1000 * p95:.0f} ms "
+                f"(first, index from the vector cache: {1000 * seconds[0][column]:.0f} ms)"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--claims", type=int, default=20_000, help="synthetic claims in the table")
+    parser.add_argument("--rounds", type=int, default=41, help="pipeline runs to time")
+    parser.add_argument(
+        "--load-runs", type=int, default=3, help="fresh processes loading the model"
+    )
+    args = parser.parse_args()
+    print(report(args.claims, args.rounds, args.load_runs))
+
+
+if __name__ == "__main__":
+    main()
