@@ -13,7 +13,9 @@ Needs the `embeddings` extra. Prints:
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -136,7 +138,103 @@ def pipeline_times(analyzer: Any, claims: list[Any], rounds: int) -> list[tuple[
     return seconds
 
 
-def report(claim_count: int, rounds: int, load_runs: int) -> str:
+_LOADED = re.compile(
+    r"loaded all-MiniLM-L6-v2 in ([\d.]+) s in process (\d+) \(RSS (\d+) -> (\d+) MiB\)"
+)
+
+
+def worker_figures(claims: list[Any], cache_dir: str, tasks: int) -> list[str]:
+    """A real `trustcard worker` (2 prefork children, WORKER_MAX_TASKS_PER_CHILD=50) running
+    `tasks` analyses with the plug-in against `claims`, their vectors already in `cache_dir`."""
+    import httpx
+    import psutil
+    from tests.stack import ServiceStack, trustcard_cmd, wait_until
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-claim-similarity-"))
+    stack = ServiceStack(
+        workdir=workdir,
+        env_overrides={
+            "ANALYZERS_ENABLED": "fact_check,claim_similarity",
+            "CLAIM_EMBEDDINGS_CACHE_DIR": cache_dir,
+            "WORKER_MAX_TASKS_PER_CHILD": str(MAX_TASKS_PER_CHILD),
+            "ANALYZER_TIMEOUT_SECONDS": "120",
+            "LOG_LEVEL": "INFO",
+        },
+    )
+    claims_file = workdir / "claims.json"
+    claims_file.write_text(json.dumps([{"text": c.text, "verdict": c.verdict} for c in claims]))
+    captions = [case.caption for case in caption_cases()]
+    lines: list[str] = []
+    try:
+        stack.start()
+        subprocess.run(
+            trustcard_cmd("claims", "import", str(claims_file)), env=stack.env(), check=True
+        )
+        assert stack.worker is not None
+        assert stack.worker.process is not None
+        main = psutil.Process(stack.worker.process.pid)
+        fresh_children = [c.memory_info().rss for c in main.children()]
+        ids = []
+        with httpx.Client(base_url=stack.base_url, timeout=30) as http:
+            for n in range(tasks):
+                body = {
+                    "url": f"https://www.instagram.com/p/Cbench{n:05d}/",
+                    "content": {"caption": captions[n % len(captions)], "media": []},
+                }
+                response = http.post("/analysis/posts", json=body)
+                assert response.status_code == 202, response.text
+                ids.append(response.json()["analysis_id"])
+            results = []
+            for analysis_id in ids:
+
+                def done(analysis_id: str = analysis_id) -> dict[str, Any] | None:
+                    found: dict[str, Any] = http.get(f"/analysis/posts/{analysis_id}").json()
+                    return found if found["status"] in ("completed", "failed") else None
+
+                results.append(wait_until(done, 600, 0.2, "the analysis"))
+        main_rss = main.memory_info().rss
+    finally:
+        stack.stop()
+    log_text = stack.worker.log() if stack.worker else ""
+    loads = [(float(s), int(pid), int(a), int(b)) for s, pid, a, b in _LOADED.findall(log_text)]
+    stage_seconds, pipeline_seconds, statuses = [], [], []
+    for result in results:
+        stages = {stage["name"]: stage for stage in result["stages"]}
+        similarity = stages["claim_similarity"]
+        statuses.append(similarity["status"])
+        stage_seconds.append(similarity["seconds"])
+        pipeline_seconds.append(sum(st["seconds"] for st in result["stages"]))
+    load_total = sum(load[0] for load in loads)
+    mib = 2**20
+    lines += [
+        "",
+        f"real worker (2 prefork children, max-tasks-per-child {MAX_TASKS_PER_CHILD}), "
+        f"{tasks} analyses against {len(claims)} claims (vectors from the cache): "
+        f"claim_similarity status counts {dict(collections.Counter(statuses))}",
+        f"model loads: {len(loads)} (one per child per {MAX_TASKS_PER_CHILD} tasks), in "
+        f"{len({load[1] for load in loads})} distinct child processes, none in the main process "
+        f"({main.pid not in {load[1] for load in loads}}); load seconds "
+        + ", ".join(f"{load[0]:.2f}" for load in loads),
+        "child RSS before -> after the load (MiB): "
+        + ", ".join(f"{load[2]} -> {load[3]}" for load in loads)
+        + "; fresh children before any task: "
+        + ", ".join(f"{rss / mib:.0f}" for rss in fresh_children)
+        + f" MiB; main process: {main_rss / mib:.0f} MiB",
+        f"load time spread over the tasks: {1000 * load_total / tasks:.0f} ms per task",
+    ]
+    for what, values in (
+        ("claim_similarity stage", stage_seconds),
+        ("all stages of an analysis", pipeline_seconds),
+    ):
+        p95 = statistics.quantiles(values, n=20)[-1]
+        lines.append(
+            f"{what} in the worker: mean {1000 * statistics.mean(values):.0f} ms, "
+            f"p95 {1000 * p95:.0f} ms, max {1000 * max(values):.0f} ms (loads included)"
+        )
+    return lines
+
+
+def report(claim_count: int, rounds: int, load_runs: int, worker_tasks: int) -> str:
     import psutil
 
     from trustcard.analysis.claim_embeddings import ClaimSimilarityAnalyzer
@@ -177,7 +275,8 @@ def report(claim_count: int, rounds: int, load_runs: int) -> str:
             "",
             f"embedding {len(claims)} claims once: {embed_seconds:.1f} s "
             f"({len(claims) / embed_seconds:.0f} claims/s); a new process reading them from "
-            f"the vector cache: {from_disk:.2f} s; RSS now {psutil.Process().memory_info().rss / mib:.0f} MiB",
+            f"the vector cache: {from_disk:.2f} s; "
+            f"RSS now {psutil.Process().memory_info().rss / mib:.0f} MiB",
         ]
         seconds = pipeline_times(analyzer, claims, rounds)
         # The pipeline's own plug-in instance builds its index on the first run.
@@ -192,6 +291,8 @@ def report(claim_count: int, rounds: int, load_runs: int) -> str:
                 f"mean {1000 * statistics.mean(warm):.0f} ms, p95 {1000 * p95:.0f} ms "
                 f"(first, index from the vector cache: {1000 * seconds[0][column]:.0f} ms)"
             )
+        if worker_tasks:
+            lines += worker_figures(claims, tmp, worker_tasks)
     return "\n".join(lines)
 
 
@@ -202,8 +303,11 @@ def main() -> None:
     parser.add_argument(
         "--load-runs", type=int, default=3, help="fresh processes loading the model"
     )
+    parser.add_argument(
+        "--worker-tasks", type=int, default=150, help="analyses through a real worker (0: none)"
+    )
     args = parser.parse_args()
-    print(report(args.claims, args.rounds, args.load_runs))
+    print(report(args.claims, args.rounds, args.load_runs, args.worker_tasks))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 CLAIM = "5G towers spread the coronavirus"
 PARAPHRASE = "The new mobile masts are what is making people sick with covid"
 UNRELATED = "Our cat turned three today"
-LOADED = re.compile(r"claim_similarity: loaded all-MiniLM-L6-v2 in [\d.]+ s in process (\d+)")
+LOADED = re.compile(r"claim_similarity: loaded all-MiniLM-L6-v2 in [\d.]+ s in process (\d+) \(RSS")
 MIB = 2**20
 
 
@@ -85,7 +85,8 @@ def test_the_model_loads_in_the_pool_child_not_the_main_process(
     api: httpx.Client, stack: ServiceStack
 ) -> None:
     analyse(api, PARAPHRASE)  # at least one child has run an analysis
-    assert stack.worker is not None and stack.worker.process is not None
+    assert stack.worker is not None
+    assert stack.worker.process is not None
     main = psutil.Process(stack.worker.process.pid)
     children = {child.pid: child for child in main.children()}
 
@@ -108,7 +109,8 @@ def _maps_torch(pid: int) -> bool:
 
 
 def test_the_api_process_has_no_torch(stack: ServiceStack) -> None:
-    assert stack.api is not None and stack.api.process is not None
+    assert stack.api is not None
+    assert stack.api.process is not None
     api_processes = [psutil.Process(stack.api.process.pid)]
     api_processes += api_processes[0].children(recursive=True)
     assert not any(_maps_torch(p.pid) for p in api_processes)

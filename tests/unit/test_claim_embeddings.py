@@ -9,9 +9,11 @@ import tomllib
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from trustcard.analysis.claim_embeddings import (
     MATCH_THRESHOLD,
@@ -26,7 +28,12 @@ from trustcard.analysis.claim_embeddings import (
 from trustcard.analysis.claims import Claim
 from trustcard.analysis.content import PostContent
 from trustcard.analysis.pipeline import PipelineConfig, run_pipeline
-from trustcard.analysis.signals import ANALYZER_ENTRY_POINT_GROUP, bind_claims, discover_analyzers
+from trustcard.analysis.signals import (
+    ANALYZER_ENTRY_POINT_GROUP,
+    Signal,
+    bind_claims,
+    discover_analyzers,
+)
 from trustcard.analysis.supplied import SuppliedContent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +53,7 @@ class TableEncoder:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:  # type: ignore[type-arg]
+    def encode(self, texts: Sequence[str]) -> NDArray[np.floating[Any]]:
         self.calls.append(list(texts))
         return unit_rows(np.array([VECTORS[t] for t in texts], dtype=np.float32))
 
@@ -62,7 +69,8 @@ def test_unit_rows_scales_each_row_to_length_one_and_leaves_zero_rows() -> None:
 
 
 def test_search_is_cosine_similarity_above_the_threshold_most_similar_first() -> None:
-    index = ClaimIndex(claims("alpha", "bravo", "charlie", "delta"), np.array([[1, 0], [0, 1], [1, 1], [-1, 0]]))
+    vectors = np.array([[1, 0], [0, 1], [1, 1], [-1, 0]])
+    index = ClaimIndex(claims("alpha", "bravo", "charlie", "delta"), vectors)
     found = index.search(np.array([2.0, 0.0]), threshold=0.5)
     assert [(m.row, m.similarity) for m in found] == [(0, 1.0), (2, 0.707)]
     assert index.search(np.array([0.0, 1.0]), threshold=0.5, limit=1)[0].row == 1
@@ -167,15 +175,16 @@ def test_bind_claims_leaves_other_analyzers_alone_and_contains_a_failure() -> No
     class Plain:
         name, version = "plain", "1"
 
-        def analyze(self, content: PostContent) -> None: ...
+        def analyze(self, content: PostContent) -> Signal:
+            return Signal("plain", 0.0, 0.0)
 
     class Faulty(Plain):
         def for_claims(self, claims: Sequence[Claim]) -> object:
             raise RuntimeError("no index")
 
     plain = Plain()
-    assert bind_claims(plain, []) is plain  # type: ignore[arg-type]
-    broken = bind_claims(Faulty(), [])  # type: ignore[arg-type]
+    assert bind_claims(plain, []) is plain
+    broken = bind_claims(Faulty(), [])
     assert broken.analyze(PostContent(url=URL, shortcode="x", caption="")).status == "failed"
 
 

