@@ -208,8 +208,10 @@ def verdict_weight(caption: str, matched_claim: str) -> float:
     """How much a match counts (0..1) — THE one place that may discount a match.
 
     TODO(issue 18, after merging the negation helper's branch): return
-    trustcard.analysis.negation.negation_weight(caption, matched_claim), so a caption that
-    denies or debunks the claim scores lower. Until then every match counts fully.
+    trustcard.analysis.negation.negation_weight(caption), so a caption that denies or debunks
+    the claim scores lower. Its `matched_span` is a span *of the caption*; an embedding match
+    has none (it compares whole texts), so leave it None rather than passing the claim's text.
+    Until then every match counts fully.
     """
     return 1.0
 
