@@ -411,6 +411,22 @@ def fact_check_scorers() -> dict[str, CaptionScorer]:
     return {str(ClaimMatcher.version): pipeline_fact_check}
 
 
+def embedding_scorers() -> dict[str, CaptionScorer]:
+    """The claim_similarity plug-in as one more column, when `trustcard[embeddings]` is installed
+    (it loads the model here, once: several seconds)."""
+    from trustcard.analysis.claim_embeddings import ClaimSimilarityAnalyzer
+
+    try:
+        analyzer = ClaimSimilarityAnalyzer()
+    except RuntimeError:  # the extra is not installed: no such column
+        return {}
+
+    def similarity(caption: str, claims: list[Claim]) -> float:
+        return float(analyzer.match(caption, claims).score or 0.0)
+
+    return {f"claim_similarity {analyzer.version}": similarity}
+
+
 def caption_table(
     cases: list[CaptionCase], scorers: Mapping[str, CaptionScorer] | None = None
 ) -> list[str]:
@@ -468,7 +484,7 @@ def report(quick: bool) -> str:
     for threshold in THRESHOLDS:
         lines += [*image_table(results, threshold), ""]
     lines += ["per asset kind (first seed):", *per_kind_table(results), ""]
-    lines += caption_table(caption_cases())
+    lines += caption_table(caption_cases(), {**fact_check_scorers(), **embedding_scorers()})
     return "\n".join(lines)
 
 

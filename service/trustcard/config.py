@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     # PEM bundle of the C2PA trust anchors (root certificates) a manifest's signer must chain to
     # for its declarations to count; empty: no signer is trusted (manifests count for little).
     C2PA_TRUST_ANCHORS_FILE: str = ""
+    # The claim_similarity plug-in (`embeddings` extra): torch threads per pool child (one child
+    # per core is the usual concurrency), and where claim vectors are kept for the worker's
+    # processes to share (empty: <system temp dir>/trustcard-claim-embeddings).
+    CLAIM_SIMILARITY_TORCH_THREADS: Annotated[int, Field(ge=1, le=64)] = 1
+    CLAIM_EMBEDDINGS_CACHE_DIR: str = ""
 
     # --- Redis eviction and the API's Redis connections (issue 14.4/14.5) ---
     # A Redis whose maxmemory-policy can evict keys (anything but noeviction) loses queued tasks

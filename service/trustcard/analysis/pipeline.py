@@ -25,7 +25,13 @@ from trustcard.analysis.factcheck import ClaimMatcher
 from trustcard.analysis.fetch import ExtractionError, FetchLimits, host_and_port
 from trustcard.analysis.provenance import ProvenanceAnalyzer
 from trustcard.analysis.score import TrustScore, trust_score
-from trustcard.analysis.signals import Analyzer, analyzer_weight, discover_analyzers, run_analyzer
+from trustcard.analysis.signals import (
+    Analyzer,
+    analyzer_weight,
+    bind_claims,
+    discover_analyzers,
+    run_analyzer,
+)
 from trustcard.analysis.supplied import SuppliedContent
 
 if TYPE_CHECKING:
@@ -146,7 +152,8 @@ def run_pipeline(
 ) -> PipelineResult:
     """Analyse one post; ExtractionError (or InvalidPostUrl) when its content cannot be had."""
     builtins = builtin_analyzers(claims)
-    analyzers = discover_analyzers(builtins, config.enabled, plugins=config.plugins)
+    discovered = discover_analyzers(builtins, config.enabled, plugins=config.plugins)
+    analyzers = [bind_claims(analyzer, claims) for analyzer in discovered]
     skipped = _disabled(builtins, config.enabled)
     names = [EXTRACT, *_analysis_stage_names(builtins, analyzers), TRUST_SCORE, STORE]
     report = on_stage or (lambda progress: None)

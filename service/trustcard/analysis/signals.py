@@ -5,6 +5,9 @@ group that names an Analyzer class (instantiated without arguments), a factory f
 instance. A plug-in with a built-in's name replaces that built-in (e.g. a real "deepfake" model
 replaces the empty deepfake slot); one with a new name becomes a stage of its own, run after
 the built-ins. An analyzer may set a `weight` attribute (default 1.0) for the trust score.
+A plug-in class that sets `opt_in = True` (e.g. one that loads a model) runs only when
+ANALYZERS_ENABLED names it, not when it is empty ("all"). One with a `for_claims(claims)`
+method is given each run's claims table through it (bind_claims).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from trustcard.analysis.claims import Claim
 from trustcard.analysis.content import PostContent
 
 log = logging.getLogger(__name__)
@@ -113,6 +117,8 @@ def discover_analyzers(
     for entry_point in sorted(plugins, key=lambda ep: ep.name):
         if enabled is not None and entry_point.name not in enabled:
             continue  # not loading it keeps a disabled plug-in's import errors out of the way
+        if enabled is None and _opt_in(entry_point):
+            continue
         if entry_point.name in found:
             log.info("analyzer plug-in %r replaces the built-in", entry_point.name)
         found[entry_point.name] = load_plugin(entry_point)
@@ -122,6 +128,30 @@ def discover_analyzers(
         available = ", ".join(sorted(found)) or "none"
         found[name] = BrokenPlugin(name, f"no such analyzer is installed (available: {available})")
     return [analyzer for name, analyzer in found.items() if name in enabled]
+
+
+def _opt_in(entry_point: EntryPoint) -> bool:
+    """Whether the class an entry point names says it runs only when enabled by name."""
+    try:
+        target = entry_point.load()
+    except Exception:
+        return False  # load_plugin reports the failure as a BrokenPlugin
+    return getattr(target, "opt_in", False) is True
+
+
+def bind_claims(analyzer: Analyzer, claims: Sequence[Claim]) -> Analyzer:
+    """The analyzer for one run: one with `for_claims` gets the run's claims table."""
+    for_claims = getattr(analyzer, "for_claims", None)
+    if not callable(for_claims):
+        return analyzer
+    try:
+        bound = for_claims(claims)
+        if not isinstance(bound, Analyzer):
+            raise TypeError(f"for_claims() returned {type(bound).__name__}, not an analyzer")
+    except Exception as exc:  # one plug-in's fault is its own stage's failure
+        log.exception("analyzer %r could not take the claims table", analyzer.name)
+        return BrokenPlugin(name=analyzer.name, error=f"{type(exc).__name__}: {exc}")
+    return bound
 
 
 # Loaded plug-ins, kept for the life of the process: a model loads once per worker process,
