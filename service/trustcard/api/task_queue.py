@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from trustcard.api.broker_publish import Command
 from trustcard.api.errors import DependencyUnavailable
-from trustcard.api.record_and_publish import RecordAndPublish, ScriptRefused
+from trustcard.api.record_and_publish import RecordAndPublish, ReplicasMissing, ScriptRefused
 from trustcard.api.resources import ApiResources
 from trustcard.config import redact_url
 from trustcard.observability.api_metrics import observe_publish, record_submission_error
@@ -178,15 +178,25 @@ async def _record_and_publish(
     """
     settings = res.settings
     started = time.perf_counter()
+    # WAIT (REDIS_WAIT_REPLICAS) may take its whole timeout on top of the script.
+    limit = settings.REDIS_TIMEOUT_SECONDS + combined.wait_timeout_ms / 1000
     try:
         await _guarded(
             "result backend",
             settings.result_backend_url,
-            settings.REDIS_TIMEOUT_SECONDS,
+            limit if combined.wait_replicas else settings.REDIS_TIMEOUT_SECONDS,
             lambda: combined.write(record, settings.RESULT_EXPIRES, commands),
         )
     except ScriptRefused:
         return False
+    except ReplicasMissing as missing:
+        # On the master, not (yet) on enough replicas: a failover now may or may not keep it.
+        record_submission_error("broker", timed_out=False)
+        exc = DependencyUnavailable(
+            "broker", f"{redact_url(settings.broker_url)}: {missing}", maybe_sent=True
+        )
+        exc.task_id = record.task_id
+        raise exc from None
     except DependencyUnavailable as exc:
         record_submission_error(exc.dependency, exc.timed_out)
         _unknown_or_not_queued(exc, record.task_id)
