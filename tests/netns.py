@@ -51,6 +51,8 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 class TestHost:
     """One network namespace with an address on the run's bridge."""
 
+    __test__ = False  # not a pytest class
+
     netns: str
     address: str
     root_veth: str
@@ -63,6 +65,8 @@ class TestHost:
 @dataclass
 class TestHosts:
     """`count` hosts on one bridge; `close` removes all of it, also after a failed start."""
+
+    __test__ = False  # not a pytest class
 
     count: int
     pid: int = field(default_factory=os.getpid)
@@ -129,8 +133,12 @@ class TestHosts:
     # -- faults ----------------------------------------------------------------------------
     def partition(self, host: TestHost) -> None:
         """Drop every frame to and from `host`: bridged (other hosts) and routed (root ns)."""
-        run("nft", "add", "rule", "bridge", self.table, "forward", "iifname", host.root_veth, "drop")
-        run("nft", "add", "rule", "bridge", self.table, "forward", "oifname", host.root_veth, "drop")
+        run(
+            "nft", "add", "rule", "bridge", self.table, "forward", "iifname", host.root_veth, "drop"
+        )
+        run(
+            "nft", "add", "rule", "bridge", self.table, "forward", "oifname", host.root_veth, "drop"
+        )
         run("nft", "add", "rule", "inet", self.table, "input", "ip", "saddr", host.address, "drop")
         run("nft", "add", "rule", "inet", self.table, "output", "ip", "daddr", host.address, "drop")
         self.partitioned.add(host.netns)
