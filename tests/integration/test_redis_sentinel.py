@@ -274,6 +274,34 @@ def test_a_master_without_enough_replicas_stops_submissions_not_the_worker(
         stack.stop()
 
 
+def test_wait_replicas_unmet_answers_503_with_the_id(
+    tmp_path: Path, shared_set: SentinelSet
+) -> None:
+    """REDIS_WAIT_REPLICAS above the replicas there are: WAIT times out, 503 naming the broker,
+    the id and `outcome: unknown` (the write is on the master: the task still runs)."""
+    env = {"REDIS_WAIT_REPLICAS": "3", "REDIS_WAIT_TIMEOUT_MS": "200"}
+    stack = ServiceStack(tmp_path, env_overrides=sentinel_env(shared_set, **env))
+    try:
+        stack.start()
+        with stack.client() as client:
+            ids = []
+            # The first submission of a process takes the two-write path, later ones the script.
+            for _ in range(3):
+                started = time.monotonic()
+                response = client.post("/tasks/test/add", params={"x": 1, "y": 2})
+                took = time.monotonic() - started
+                assert response.status_code == 503, response.text
+                body = response.json()
+                assert body["dependency"] == "broker", body
+                assert body["outcome"] == "unknown", body
+                assert "2 of 3 replicas acknowledged the write within 200 ms" in body["detail"]
+                assert 0.2 <= took < 2, took
+                ids.append(body["task_id"])
+            wait_all(client, ids, {"completed"}, timeout=30)
+    finally:
+        stack.stop()
+
+
 def _accepted(client: httpx.Client) -> str | None:
     response = client.post("/tasks/test/add", params={"x": 2, "y": 2})
     return str(response.json()["task_id"]) if response.status_code == 202 else None

@@ -152,3 +152,21 @@ class RecordAndPublish:
         self.worked = True  # the script ran: a refusal of WAIT below is not the setup's
         if int(acknowledged) < self.wait_replicas:
             raise ReplicasMissing(int(acknowledged), self.wait_replicas, self.wait_timeout_ms)
+
+
+async def confirm_on_replicas(
+    backend: Redis, record: TaskRecord, ttl_seconds: int, replicas: int, timeout_ms: int
+) -> None:
+    """WAIT for a submission that took the two-write path (the first of a process, or one the
+    script could not carry): kombu published on its own connection, where we cannot WAIT.
+
+    A server's replication stream is one ordered log, so writing the record again (the same
+    value) on our connection after the publish and WAITing for that write covers the publish
+    too. Only meaningful when broker and backend are one server (the caller checks).
+    """
+    async with backend.pipeline(transaction=False) as pipe:
+        pipe.set(record_key(record.task_id), record.to_json(), ex=ttl_seconds)
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+        _, acknowledged = await pipe.execute()
+    if int(acknowledged) < replicas:
+        raise ReplicasMissing(int(acknowledged), replicas, timeout_ms)
