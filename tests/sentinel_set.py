@@ -3,6 +3,11 @@
 Quorum 2, a 5 s down-after so a killed master is replaced within seconds: 1 s made a loaded
 2-core machine fail over twice (a split brain, docs/upstream-redis-outages.md, "stall" branch).
 Every process is started here and stopped by its pid (SIGTERM, then SIGKILL).
+
+With `test_hosts` (tests/netns.py) each data node runs in a network namespace of its own,
+bound to and announcing that host's address, so `partition_master` is a real partition; the
+Sentinels stay on loopback in the root namespace, with the API and the worker: they are the
+majority side, as Sentinels next to the clients are in most deployments.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 
 import redis
 
+from tests.netns import TestHosts
 from trustcard.local.redis_server import find_redis_server, free_port
 
 HOST = "127.0.0.1"
@@ -34,6 +40,8 @@ class Node:
     workdir: Path
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
+    # The address it binds (its test host's, or loopback).
+    host: str = HOST
 
     @property
     def log_path(self) -> Path:
@@ -86,20 +94,24 @@ class SentinelSet:
     binary: str = field(default_factory=find_redis_server)
     nodes: list[Node] = field(default_factory=list)
     sentinels: list[Node] = field(default_factory=list)
+    # One network namespace per data node (None: all on loopback).
+    test_hosts: TestHosts | None = None
 
     # -- start / stop --------------------------------------------------------------------
     def start(self, timeout: float = 30) -> SentinelSet:
         ports = [free_port() for _ in range(3)]
+        hosts = [self._host(index) for index in range(3)]
         for index, port in enumerate(ports):
-            self.nodes.append(self._node(f"redis-{index}", port, ports[0] if index else None))
+            master = (hosts[0], ports[0]) if index else None
+            self.nodes.append(self._node(f"redis-{index}", hosts[index], port, master))
         for node in self.nodes:
             node.start()
         for node in self.nodes:
-            self._wait(lambda n=node: self._ping(n.port, self.password), timeout, node)
+            self._wait(lambda n=node: self._ping(n.host, n.port, self.password), timeout, node)
         # Replicas in sync before the Sentinels look: a promotion must find an up-to-date one.
         self._wait(lambda: self._replicas_online(ports[0]) == 2, timeout, self.nodes[0])
         for index in range(3):
-            self.sentinels.append(self._sentinel(index, ports[0]).start())
+            self.sentinels.append(self._sentinel(index, hosts[0], ports[0]).start())
         for sentinel in self.sentinels:
             self._wait(lambda s=sentinel: self._sees_quorum(s.port), timeout, sentinel)
         return self
@@ -108,22 +120,29 @@ class SentinelSet:
         for node in [*self.sentinels, *self.nodes]:
             node.stop()
 
-    def _node(self, name: str, port: int, master_port: int | None) -> Node:
+    def _host(self, index: int) -> str:
+        return self.test_hosts.hosts[index].address if self.test_hosts else HOST
+
+    def _node(self, name: str, host: str, port: int, master: tuple[str, int] | None) -> Node:
         directory = self.workdir / name
         argv = [
             self.binary,
-            "--bind", HOST, "--port", str(port), "--dir", str(directory),
+            "--bind", host, "--port", str(port), "--dir", str(directory),
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
             "--logfile", str(directory / f"{name}.log"), "--daemonize", "no",
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         if self.password:
             argv += ["--requirepass", self.password, "--masterauth", self.password]
-        if master_port is not None:
-            argv += ["--replicaof", HOST, str(master_port)]
-        return Node(name, port, directory, [*argv, *self.node_args])
+        if master is not None:
+            argv += ["--replicaof", master[0], str(master[1])]
+        argv += ["--replica-announce-ip", host, *self.node_args]
+        if self.test_hosts:
+            index = int(name.rsplit("-", 1)[1])
+            argv = self.test_hosts.hosts[index].command(argv)
+        return Node(name, port, directory, argv, host=host)
 
-    def _sentinel(self, index: int, master_port: int) -> Node:
+    def _sentinel(self, index: int, master_host: str, master_port: int) -> Node:
         name = f"sentinel-{index}"
         directory = self.workdir / name
         directory.mkdir(parents=True, exist_ok=True)
@@ -134,7 +153,10 @@ class SentinelSet:
             "daemonize no",
             f"dir {directory}",
             f"logfile {directory / f'{name}.log'}",
-            f"sentinel monitor {MASTER_NAME} {HOST} {master_port} {QUORUM}",
+            # Peers learn a Sentinel's address from its hellos: loopback, where it listens
+            # (without this it would be the address it reaches the nodes from, the bridge's).
+            f"sentinel announce-ip {HOST}",
+            f"sentinel monitor {MASTER_NAME} {master_host} {master_port} {QUORUM}",
             f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
             f"sentinel parallel-syncs {MASTER_NAME} 1",
@@ -182,7 +204,7 @@ class SentinelSet:
 
     def node_client(self, node: Node) -> redis.Redis:
         return redis.Redis(
-            host=HOST, port=node.port, password=self.password,
+            host=node.host, port=node.port, password=self.password,
             socket_timeout=2, socket_connect_timeout=2,
         )  # fmt: skip
 
@@ -197,6 +219,17 @@ class SentinelSet:
         master = self.master()
         master.kill(signal.SIGKILL)
         return master
+
+    def partition_master(self) -> Node:
+        """Cut the master's host off the network: its frames are dropped, nobody is told."""
+        assert self.test_hosts is not None, "a partition needs test hosts (tests/netns.py)"
+        master = self.master()
+        self.test_hosts.partition(self.test_hosts.hosts[self.nodes.index(master)])
+        return master
+
+    def heal(self) -> None:
+        assert self.test_hosts is not None
+        self.test_hosts.heal()
 
     def failover(self) -> None:
         """A graceful failover (SENTINEL FAILOVER): the master is demoted, a replica promoted."""
@@ -219,7 +252,7 @@ class SentinelSet:
     def restart(self, node: Node, timeout: float = 30) -> None:
         """Start a stopped node again on its port and data; the Sentinels make it a replica."""
         node.start()
-        self._wait(lambda: self._ping(node.port, self.password), timeout, node)
+        self._wait(lambda: self._ping(node.host, node.port, self.password), timeout, node)
 
     def wait_replicas(self, count: int, timeout: float = 60) -> None:
         """Until the current master has `count` replicas online."""
@@ -236,19 +269,20 @@ class SentinelSet:
         return f"master port per Sentinels {self.master_port()}, nodes {roles}"
 
     # -- helpers -------------------------------------------------------------------------------
-    def _ping(self, port: int, password: str | None) -> bool:
+    def _ping(self, host: str, port: int, password: str | None) -> bool:
         with (
             contextlib.suppress(redis.RedisError),
-            redis.Redis(host=HOST, port=port, password=password, socket_timeout=1) as client,
+            redis.Redis(host=host, port=port, password=password, socket_timeout=1) as client,
         ):
             return bool(client.ping())
         return False
 
     def _replicas_online(self, master_port: int) -> int:
+        host = next((n.host for n in self.nodes if n.port == master_port), HOST)
         with (
             contextlib.suppress(redis.RedisError),
             redis.Redis(
-                host=HOST, port=master_port, password=self.password, socket_timeout=1
+                host=host, port=master_port, password=self.password, socket_timeout=1
             ) as client,
         ):
             info = client.info("replication")

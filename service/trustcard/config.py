@@ -136,6 +136,13 @@ class Settings(BaseSettings):
     REDIS_SENTINEL_MASTER_NAME: Annotated[str, Field(min_length=1)] = "trustcard"
     # The Sentinels' own requirepass (a file in the secrets directory, like REDIS_PASSWORD).
     REDIS_SENTINEL_PASSWORD: SecretStr | None = None
+    # After a submission's record + message the API sends `WAIT n timeout` on the same
+    # connection and answers 503 (broker, outcome unknown) unless n replicas acknowledged:
+    # a 202 then means "on n replicas too", not only on the master (asynchronous replication
+    # loses what a failed or partitioned master had not sent on). 0: off.
+    REDIS_WAIT_REPLICAS: Annotated[int, Field(ge=0, le=10)] = 0
+    # How long WAIT waits for them; under the 5 s socket timeout of every Redis connection.
+    REDIS_WAIT_TIMEOUT_MS: Annotated[int, Field(ge=1, le=4000)] = 500
 
     @field_validator("REDIS_URL", "RESULT_BACKEND_URL")
     @classmethod

@@ -126,6 +126,15 @@ def test_bundled_sentinel_env_contract_for_every_client() -> None:
     assert "REDIS_SENTINEL_PASSWORD" not in _secret_items(default, "-worker")
 
 
+def test_wait_replicas_reaches_the_api_only_when_set() -> None:
+    """redis.sentinel.waitReplicas renders REDIS_WAIT_REPLICAS / _TIMEOUT_MS; 0 renders none."""
+    values = {"redis": {"architecture": "sentinel", "sentinel": {"waitReplicas": 1}}}
+    env = env_map(container(one(render_chart(values), "Deployment", "-api"), "api"))
+    assert (env["REDIS_WAIT_REPLICAS"], env["REDIS_WAIT_TIMEOUT_MS"]) == ("1", "500")
+    off = render_chart({"redis": {"architecture": "sentinel"}})
+    assert "REDIS_WAIT_REPLICAS" not in env_map(container(one(off, "Deployment", "-api"), "api"))
+
+
 def test_bundled_sentinel_keda_trigger_asks_the_sentinels_with_tls() -> None:
     objects = render_chart(VARIANTS["redis-sentinel-tls-mutual"])
     trigger = one(objects, "ScaledObject")["spec"]["triggers"][0]

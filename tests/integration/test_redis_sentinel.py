@@ -8,15 +8,19 @@ middle of a burst of submissions, and separately handed over with SENTINEL FAILO
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import signal
 import socket
+import statistics
 import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ import redis.sentinel
 
 from tests.faults import figures, successes, wait_all
 from tests.metrics_text import scrape, value
+from tests.netns import TestHosts, unavailable_reason
 from tests.sentinel_set import MASTER_NAME, Node, SentinelSet
 from tests.stack import Proc, ServiceStack, submit, trustcard_cmd, wait_until
 from trustcard.api.resources import redis_client
@@ -271,6 +276,34 @@ def test_a_master_without_enough_replicas_stops_submissions_not_the_worker(
         stack.stop()
 
 
+def test_wait_replicas_unmet_answers_503_with_the_id(
+    tmp_path: Path, shared_set: SentinelSet
+) -> None:
+    """REDIS_WAIT_REPLICAS above the replicas there are: WAIT times out, 503 naming the broker,
+    the id and `outcome: unknown` (the write is on the master: the task still runs)."""
+    env = {"REDIS_WAIT_REPLICAS": "3", "REDIS_WAIT_TIMEOUT_MS": "200"}
+    stack = ServiceStack(tmp_path, env_overrides=sentinel_env(shared_set, **env))
+    try:
+        stack.start()
+        with stack.client() as client:
+            ids = []
+            # The first submission of a process takes the two-write path, later ones the script.
+            for _ in range(3):
+                started = time.monotonic()
+                response = client.post("/tasks/test/add", params={"x": 1, "y": 2})
+                took = time.monotonic() - started
+                assert response.status_code == 503, response.text
+                body = response.json()
+                assert body["dependency"] == "broker", body
+                assert body["outcome"] == "unknown", body
+                assert "2 of 3 replicas acknowledged the write within 200 ms" in body["detail"]
+                assert 0.2 <= took < 2, took
+                ids.append(body["task_id"])
+            wait_all(client, ids, {"completed"}, timeout=30)
+    finally:
+        stack.stop()
+
+
 def _accepted(client: httpx.Client) -> str | None:
     response = client.post("/tasks/test/add", params={"x": 2, "y": 2})
     return str(response.json()["task_id"]) if response.status_code == 202 else None
@@ -365,9 +398,9 @@ class Burst:
                 time.sleep(0.05)
 
 
-def _stack(tmp_path: Path, nodes: SentinelSet) -> ServiceStack:
+def _stack(tmp_path: Path, nodes: SentinelSet, **env: str) -> ServiceStack:
     # The stack's own Redis is left unused: every client finds the master through the Sentinels.
-    return ServiceStack(tmp_path / "stack", env_overrides=sentinel_env(nodes)).start()
+    return ServiceStack(tmp_path / "stack", env_overrides=sentinel_env(nodes, **env)).start()
 
 
 def _unknown_outcomes(client: httpx.Client, burst: Burst) -> Counter[str]:
@@ -381,15 +414,22 @@ def _unknown_outcomes(client: httpx.Client, burst: Burst) -> Counter[str]:
     return statuses
 
 
-def _final_statuses(client: httpx.Client, ids: list[str], timeout: float) -> Counter[str]:
-    """Each id's status once all are finished, or at the timeout (a 404 counts as `404`)."""
+def _final_statuses(
+    client: httpx.Client, ids: list[str], timeout: float, per_id: dict[str, str] | None = None
+) -> Counter[str]:
+    """Each id's status once all are finished, or at the timeout (a 404 counts as `404`).
+
+    `per_id`, when given, receives each id's last status.
+    """
     deadline = time.monotonic() + timeout
+    per_id = {} if per_id is None else per_id
     while True:
         statuses: Counter[str] = Counter()
         for task_id in ids:
             response = client.get(f"/tasks/{task_id}")
             status = response.json().get("status") if response.status_code == 200 else None
-            statuses[str(status or response.status_code)] += 1
+            per_id[task_id] = str(status or response.status_code)
+            statuses[per_id[task_id]] += 1
         if set(statuses) <= {"completed", "failed", "404"} or time.monotonic() > deadline:
             return statuses
         time.sleep(1)
@@ -413,12 +453,25 @@ def _in_flight_and_lag(nodes: SentinelSet, master: Node) -> tuple[int, int]:
 
 
 def _run_failover(
-    tmp_path: Path, nodes: SentinelSet, case: str, fault: str, total: int = 400
+    tmp_path: Path,
+    nodes: SentinelSet,
+    case: str,
+    fault: str,
+    total: int = 400,
+    env: dict[str, str] | None = None,
+    max_lost: int | None = None,
 ) -> None:
-    stack = _stack(tmp_path, nodes)
+    """`fault`: kill, sigterm, failover, or partition (tests/netns.py hosts needed).
+
+    `max_lost`: 202'd tasks allowed never to run (default: kombu's BRPOP window for a kill).
+    """
+    stack = _stack(tmp_path, nodes, **(env or {}))
+    extra: dict[str, Any] = {}
     try:
         assert stack.worker is not None
         worker = stack.worker
+        if fault == "partition":
+            extra.update(_wait_latency(tmp_path, stack, env or {}))
         with stack.client() as client, stack.client() as submitter:
             burst = Burst(submitter)
             thread = threading.Thread(target=burst.run, args=(total,), daemon=True)
@@ -429,18 +482,25 @@ def _run_failover(
             master = nodes.master()
             old_port = master.port
             in_flight, lag = _in_flight_and_lag(nodes, master)
-            fault_at = time.monotonic()
+            fault_at, fault_wall = time.monotonic(), time.time()
+            accepted_at_fault = len(burst.accepted)
             if fault == "kill":
                 nodes.kill_master()
             elif fault == "sigterm":
                 # A pod's rolling restart: Redis >= 7 lets lagging replicas catch up first.
                 master.kill(signal.SIGTERM)
+            elif fault == "partition":
+                nodes.partition_master()
+                cut_done = len(burst.accepted)  # 202s while the cut was being made count too
             else:
                 nodes.failover()
             failover_seconds = nodes.wait_new_master(old_port)
+            if fault == "partition":
+                extra.update(_hold_and_heal(nodes, master, fault_at))
             thread.join(timeout=120)
             assert not thread.is_alive(), "submissions did not finish"
-            statuses = _final_statuses(client, burst.accepted, timeout=60)
+            final: dict[str, str] = {}
+            statuses = _final_statuses(client, burst.accepted, timeout=60, per_id=final)
             unknown = _unknown_outcomes(client, burst)
         ran = successes([worker.log()], "test.add") + successes([worker.log()], "test.sleep")
         lost = [task_id for task_id in burst.accepted if ran[task_id] == 0]
@@ -450,6 +510,24 @@ def _run_failover(
         # From the fault to the first 202 after the last 503: how long submitting was refused.
         after_window = [t for t in burst.accepted_at if t > fault_at + window]
         recovered = after_window[0] - fault_at if after_window else float("nan")
+        refused_after = sorted(t - fault_at for t in refused_at if t >= fault_at)
+        if fault == "partition":
+            # How long the clients took to notice the black hole (no RST comes).
+            extra["api_first_503_after_seconds"] = refused_after[0] if refused_after else -1.0
+            extra.update(_worker_noticed(worker.log(), fault_wall))
+            # Ran (the effect happened) but its result never reached the surviving master.
+            result_missing = [t for t, status in final.items() if ran[t] and status != "completed"]
+            finished = _first_success(worker.log(), fault_wall)
+            extra["ran_result_missing"] = len(result_missing)
+            # Those whose result the worker wrote in the second around the cut: not replicated
+            # (worker writes are not WAITed); see docs/redis-sentinel.md, partition.
+            extra["ran_result_missing_near_fault"] = sum(
+                1 for t in result_missing if abs(finished.get(t, 99.0)) <= RESULT_WINDOW_SECONDS
+            )
+            # Lost tasks by when they were accepted: just before the fault = not replicated yet.
+            extra["lost_accepted_in_last_100_before_cut"] = sum(
+                1 for t in lost if accepted_at_fault - 100 <= burst.accepted.index(t) < cut_done
+            )
         figures(
             case,
             sent=len(burst.accepted),
@@ -465,6 +543,7 @@ def _run_failover(
             sentinel_failover_seconds=failover_seconds,
             recovery_seconds=recovered,
             last_503_after_seconds=window,
+            **extra,
         )
         # Every answer other than 202 was a 503 naming a Redis dependency, within the switch.
         for _, status, body in burst.refused:
@@ -477,9 +556,17 @@ def _run_failover(
         # section 6; not fixed): the message a consumer popped as the master died is gone
         # before its unacked copy is written, so that one task stays `pending`. A kill can
         # take at most the one BRPOP in flight; a planned switch none.
-        brpop_window = 1 if fault == "kill" else 0
-        assert statuses["completed"] >= len(burst.accepted) - brpop_window, statuses
-        assert statuses["completed"] + statuses["pending"] == len(burst.accepted), statuses
+        brpop_window = (1 if fault == "kill" else 0) if max_lost is None else max_lost
+        # A partition may leave results of tasks that finished as it came unreplicated.
+        unreplicated = extra.get("ran_result_missing_near_fault", 0)
+        assert extra.get("ran_result_missing", 0) == unreplicated, extra
+        assert statuses["completed"] >= len(burst.accepted) - brpop_window - unreplicated, statuses
+        # A lost one: `pending` (the BRPOP window) or 404 (record and message never replicated).
+        # An unreplicated result leaves the state before it: `processing` (STARTED) or `pending`.
+        allowed = {"completed", "pending", "404"} | ({"processing"} if unreplicated else set())
+        assert set(statuses) <= allowed, statuses
+        if fault == "partition":
+            assert len(lost) == extra["lost_accepted_in_last_100_before_cut"], lost[:5]
         assert len(lost) <= brpop_window, lost[:5]
         assert worker.alive(), worker.log()[-3000:]
         assert "Unrecoverable error" not in worker.log()
@@ -487,6 +574,198 @@ def _run_failover(
             assert client.get("/health/ready").status_code == 200
     finally:
         stack.stop()
+
+
+PARTITION_HOLD_SECONDS = 10  # isolated this long after the promotion, then healed
+
+
+def _hold_and_heal(nodes: SentinelSet, old_master: Node, fault_at: float) -> dict[str, float]:
+    """Keep the old master cut off a while after the promotion, heal, see it rejoin."""
+    time.sleep(PARTITION_HOLD_SECONDS)
+    # Isolated and alive: it still calls itself master (nothing reached it to say otherwise).
+    assert old_master.alive()
+    nodes.heal()
+    healed_at = time.monotonic()
+    deadline = healed_at + 60
+    while nodes.role(old_master) != "slave":
+        assert time.monotonic() < deadline, f"old master did not rejoin: {nodes.describe()}"
+        time.sleep(0.1)
+    rejoined = time.monotonic() - healed_at
+    nodes.wait_replicas(2)
+    return {
+        "partitioned_seconds": healed_at - fault_at,
+        "old_master_replica_after_heal_seconds": rejoined,
+        "replicas_in_sync_after_heal_seconds": time.monotonic() - healed_at,
+    }
+
+
+# A result the worker wrote this close to the partition may not have reached a replica.
+RESULT_WINDOW_SECONDS = 1.0
+
+
+def _first_success(log: str, fault_wall: float) -> dict[str, float]:
+    """Each task id's first `succeeded` log line, in seconds after the fault (negative: before)."""
+    first: dict[str, float] = {}
+    pattern = re.compile(
+        r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d+).*?Task [\w.]+\[([0-9a-f-]{36})\] succeeded",
+        re.MULTILINE,
+    )
+    for match in pattern.finditer(log):
+        stamp = datetime.fromisoformat(f"{match.group(1)}.{match.group(2)}").timestamp()
+        first.setdefault(match.group(3), stamp - fault_wall)
+    return first
+
+
+# What the worker logs when it finds a connection dead, by which of its clients.
+WORKER_NOTICES = {
+    "worker_result_write_failed_after_seconds": "Failed operation _store_result",
+    "worker_brpop_dropped_after_seconds": "BRPOP got no reply",
+    "worker_broker_lost_after_seconds": "Connection to broker lost",
+}
+
+
+def _worker_noticed(log: str, fault_wall: float) -> dict[str, float]:
+    """Seconds from the fault to the worker's first log line of each kind (-1: none)."""
+    noticed = dict.fromkeys(WORKER_NOTICES, -1.0)
+    for line in log.splitlines():
+        for key, text in WORKER_NOTICES.items():
+            if text not in line or noticed[key] >= 0:
+                continue
+            match = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d+)", line)
+            if match is None:
+                continue
+            stamp = datetime.fromisoformat(f"{match.group(1)}.{match.group(2)}")
+            seconds = stamp.timestamp() - fault_wall
+            if seconds >= 0:
+                noticed[key] = seconds
+    return noticed
+
+
+def _wait_latency(tmp_path: Path, stack: ServiceStack, env: dict[str, str]) -> dict[str, float]:
+    """Submission latency with and without WAIT, in this run: a second API with the other
+    setting on the same set, 200 sequential submissions to each, interleaved by tens."""
+    waits = env.get("REDIS_WAIT_REPLICAS", "0") != "0"
+    port = free_port()
+    other = Proc(
+        "api-other",
+        trustcard_cmd("api", "--port", str(port)),
+        {**stack.env(), "REDIS_WAIT_REPLICAS": "0" if waits else "1"},
+        tmp_path / "api-other.log",
+    ).start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(url), 30, what="the second API")
+        timings: dict[bool, list[float]] = {waits: [], not waits: []}
+        with stack.client() as own, httpx.Client(base_url=url, timeout=10) as second:
+            for _ in range(20):
+                for waited, client in ((waits, own), (not waits, second)):
+                    for _ in range(10):
+                        started = time.perf_counter()
+                        response = client.post("/tasks/test/add", params={"x": 1, "y": 1})
+                        timings[waited].append(time.perf_counter() - started)
+                        assert response.status_code == 202, response.text
+    finally:
+        other.stop()
+    with_wait = statistics.median(timings[True])
+    without = statistics.median(timings[False])
+    return {
+        "submit_p50_ms_without_wait": without * 1000,
+        "submit_p50_ms_with_wait": with_wait * 1000,
+        "submit_p50_ratio_wait": with_wait / without,
+    }
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health/ready", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# The chart's defaults (redis.sentinel.minReplicasToWrite / minReplicasMaxLag).
+MIN_REPLICAS = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"]
+
+
+@contextlib.contextmanager
+def _hosts_set(tmp_path: Path, node_args: list[str]) -> Iterator[SentinelSet]:
+    """A set whose data nodes live on test hosts of their own (network namespaces)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the partition tests: {reason}")
+        pytest.skip(f"partition tests need network namespaces: {reason}")
+    with TestHosts(3) as test_hosts:
+        nodes = SentinelSet(
+            tmp_path / "sentinel-set",
+            PASSWORD,
+            SENTINEL_PASSWORD,
+            node_args=node_args,
+            test_hosts=test_hosts,
+        )
+        try:
+            yield nodes.start()
+        finally:
+            nodes.stop()
+
+
+WAIT_ONE = {"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "500"}
+
+
+@pytest.mark.timeout(360)
+def test_master_partitioned_mid_burst_with_wait(tmp_path: Path) -> None:
+    """The recommended setting (docs/redis-sentinel.md): every 202 was acknowledged by a
+    replica (REDIS_WAIT_REPLICAS 1), and the old master refuses writes once cut off from its
+    replicas (min-replicas-to-write 1): 0 lost, every result kept."""
+    with _hosts_set(tmp_path, MIN_REPLICAS) as nodes:
+        _run_failover(
+            tmp_path,
+            nodes,
+            "sentinel: master partitioned mid-burst, WAIT 1, min-replicas-to-write 1",
+            "partition",
+            1000,
+            env=WAIT_ONE,
+            max_lost=0,
+        )
+
+
+@pytest.mark.timeout(360)
+def test_master_partitioned_mid_burst_without_wait(tmp_path: Path) -> None:
+    """Without WAIT a 202 means "on the master": what it had not sent to a replica when the
+    partition came is lost by design of asynchronous replication (counted; only tasks
+    accepted just before the partition may be among them)."""
+    with _hosts_set(tmp_path, MIN_REPLICAS) as nodes:
+        _run_failover(
+            tmp_path,
+            nodes,
+            "sentinel: master partitioned mid-burst, no WAIT, min-replicas-to-write 1",
+            "partition",
+            1000,
+            # Up to what the master took in its last second (replicas ack once a second).
+            max_lost=100,
+        )
+
+
+STALE_CONNECTIONS = (
+    "known, docs/redis-sentinel.md (partition): without min-replicas-to-write the old master "
+    "takes writes again after the heal, from the worker's connections that sat idle through "
+    "the partition (no timeout fired), until Sentinel demotes it ~10 s later; then it resyncs "
+    "and drops them (42 of 1,000 results lost in the first run)"
+)
+
+
+@pytest.mark.xfail(reason=STALE_CONNECTIONS, strict=False)
+@pytest.mark.timeout(360)
+def test_master_partitioned_mid_burst_without_min_replicas(tmp_path: Path) -> None:
+    with _hosts_set(tmp_path, []) as nodes:
+        _run_failover(
+            tmp_path,
+            nodes,
+            "sentinel: master partitioned mid-burst, WAIT 1, no min-replicas-to-write",
+            "partition",
+            1000,
+            env=WAIT_ONE,
+            max_lost=0,
+        )
 
 
 def test_master_killed_mid_burst(tmp_path: Path, sentinel_set: SentinelSet) -> None:

@@ -555,5 +555,11 @@ capabilities and no cluster answers (every sync would rotate them). */}}
   value: {{ include "trustcard.sentinel.hosts" . | quote }}
 - name: REDIS_SENTINEL_MASTER_NAME
   value: {{ include "trustcard.sentinel.masterName" . | quote }}
+{{- if .Values.redis.sentinel.waitReplicas }}
+- name: REDIS_WAIT_REPLICAS
+  value: {{ .Values.redis.sentinel.waitReplicas | quote }}
+- name: REDIS_WAIT_TIMEOUT_MS
+  value: {{ .Values.redis.sentinel.waitTimeoutMs | quote }}
+{{- end }}
 {{- end }}
 {{- end }}

@@ -10,6 +10,11 @@ failing command stops the script before the message when the record could not be
 
 A server that refuses the script (an ACL without EVALSHA or SELECT, a proxy without scripting)
 turns it off for the process, which falls back to the two writes.
+
+With REDIS_WAIT_REPLICAS set, `WAIT n timeout` follows the script in one pipeline, so on the
+same connection (WAIT counts the replicas that acknowledged this connection's writes): fewer
+than n raises ReplicasMissing, and the API answers 503 with the id, outcome unknown (the write
+is on the master and may or may not survive a failover).
 """
 
 from __future__ import annotations
@@ -52,20 +57,41 @@ class ScriptRefused(Exception):
     """The server refused the script itself: write the record and the message separately."""
 
 
+class ReplicasMissing(Exception):
+    """Fewer replicas than asked acknowledged the submission's writes within the timeout."""
+
+    def __init__(self, acknowledged: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"{acknowledged} of {wanted} replicas acknowledged the write within {timeout_ms} ms"
+        )
+
+
 class RecordAndPublish:
     """Runs SCRIPT on the broker's client; build it with `for_clients` (None: two servers)."""
 
-    def __init__(self, broker: Redis, record_db: int, broker_db: int) -> None:
+    def __init__(
+        self,
+        broker: Redis,
+        record_db: int,
+        broker_db: int,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 0,
+    ) -> None:
         self.broker = broker
         self.record_db = record_db
         self.broker_db = broker_db
+        # WAIT after the script (0: not); see the module docstring.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.script = broker.register_script(SCRIPT)
         self.enabled = True
         # Has run once here: a later refusal is a failure of that submission, not the setup.
         self.worked = False
 
     @classmethod
-    def for_clients(cls, broker: Redis, backend: Redis) -> RecordAndPublish | None:
+    def for_clients(
+        cls, broker: Redis, backend: Redis, wait_replicas: int = 0, wait_timeout_ms: int = 0
+    ) -> RecordAndPublish | None:
         """One when both clients reach the same server (they differ only by database)."""
         broker_pool, backend_pool = broker.connection_pool, backend.connection_pool
         if broker_pool.connection_class is not backend_pool.connection_class:
@@ -81,7 +107,13 @@ class RecordAndPublish:
             return None
         broker_db = int(broker_kwargs.get("db") or 0)
         backend_db = int(backend_kwargs.get("db") or 0)
-        return cls(broker, record_db=backend_db, broker_db=broker_db)
+        return cls(
+            broker,
+            record_db=backend_db,
+            broker_db=broker_db,
+            wait_replicas=wait_replicas,
+            wait_timeout_ms=wait_timeout_ms,
+        )
 
     def accepts(self, commands: list[Command]) -> bool:
         return self.enabled and all(name in KEYED_COMMANDS for name, _ in commands)
@@ -95,7 +127,10 @@ class RecordAndPublish:
             keys.append(key)
             args += [name, len(rest), *rest]
         try:
-            await self.script(keys=keys, args=args)
+            if self.wait_replicas:
+                await self._write_and_wait(keys, args)
+            else:
+                await self.script(keys=keys, args=args)
         except NoScriptError:
             raise  # the script object loads it itself; a second NOSCRIPT is a real failure
         except ResponseError as exc:
@@ -107,3 +142,31 @@ class RecordAndPublish:
                 )
             raise ScriptRefused(str(exc)) from exc
         self.worked = True
+
+    async def _write_and_wait(self, keys: list[Any], args: list[Any]) -> None:
+        """The script, then WAIT, on one connection (a pipeline); the pipeline loads the script."""
+        async with self.broker.pipeline(transaction=False) as pipe:
+            await self.script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            _, acknowledged = await pipe.execute()
+        self.worked = True  # the script ran: a refusal of WAIT below is not the setup's
+        if int(acknowledged) < self.wait_replicas:
+            raise ReplicasMissing(int(acknowledged), self.wait_replicas, self.wait_timeout_ms)
+
+
+async def confirm_on_replicas(
+    backend: Redis, record: TaskRecord, ttl_seconds: int, replicas: int, timeout_ms: int
+) -> None:
+    """WAIT for a submission that took the two-write path (the first of a process, or one the
+    script could not carry): kombu published on its own connection, where we cannot WAIT.
+
+    A server's replication stream is one ordered log, so writing the record again (the same
+    value) on our connection after the publish and WAITing for that write covers the publish
+    too. Only meaningful when broker and backend are one server (the caller checks).
+    """
+    async with backend.pipeline(transaction=False) as pipe:
+        pipe.set(record_key(record.task_id), record.to_json(), ex=ttl_seconds)
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+        _, acknowledged = await pipe.execute()
+    if int(acknowledged) < replicas:
+        raise ReplicasMissing(int(acknowledged), replicas, timeout_ms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ from trustcard.api.result_subscriptions import MAX_IDLE, SubscriberPool
 from trustcard.config import Settings
 from trustcard.db.engine import create_db_engine
 from trustcard.redis_clients.connection import async_client
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,7 +62,17 @@ class ApiResources:
 
     def __post_init__(self) -> None:
         self.loop_publisher = LoopPublisher(self.celery, self.broker)
-        self.record_and_publish = RecordAndPublish.for_clients(self.broker, self.backend)
+        self.record_and_publish = RecordAndPublish.for_clients(
+            self.broker,
+            self.backend,
+            self.settings.REDIS_WAIT_REPLICAS,
+            self.settings.REDIS_WAIT_TIMEOUT_MS,
+        )
+        if self.settings.REDIS_WAIT_REPLICAS and self.record_and_publish is None:
+            log.warning(
+                "REDIS_WAIT_REPLICAS is set but the broker and the result backend are on "
+                "different servers: submissions are not followed by WAIT (one-script path only)"
+            )
         self.subscribers = SubscriberPool(self.long_polls, self.settings.REDIS_TIMEOUT_SECONDS)
         self.long_poll_slots = LongPollSlots(
             self.settings.LONG_POLL_MAX, self.settings.LONG_POLL_PER_CLIENT

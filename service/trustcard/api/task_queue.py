@@ -17,7 +17,12 @@ from starlette.concurrency import run_in_threadpool
 
 from trustcard.api.broker_publish import Command
 from trustcard.api.errors import DependencyUnavailable
-from trustcard.api.record_and_publish import RecordAndPublish, ScriptRefused
+from trustcard.api.record_and_publish import (
+    RecordAndPublish,
+    ReplicasMissing,
+    ScriptRefused,
+    confirm_on_replicas,
+)
 from trustcard.api.resources import ApiResources
 from trustcard.config import redact_url
 from trustcard.observability.api_metrics import observe_publish, record_submission_error
@@ -140,7 +145,47 @@ async def submit(
             await _forget_quietly(res, record.task_id)
         raise
     observe_publish(name, time.perf_counter() - started)
+    if combined is not None and combined.wait_replicas:
+        await _confirm_on_replicas(res, combined, record)
     return record
+
+
+async def _confirm_on_replicas(
+    res: ApiResources, combined: RecordAndPublish, record: TaskRecord
+) -> None:
+    """REDIS_WAIT_REPLICAS on the two-write path; 503 (broker, outcome unknown) when unmet."""
+    settings = res.settings
+    try:
+        await _guarded(
+            "broker",
+            settings.broker_url,
+            settings.REDIS_TIMEOUT_SECONDS + combined.wait_timeout_ms / 1000,
+            lambda: confirm_on_replicas(
+                res.backend,
+                record,
+                settings.RESULT_EXPIRES,
+                combined.wait_replicas,
+                combined.wait_timeout_ms,
+            ),
+        )
+    except DependencyUnavailable as exc:
+        record_submission_error(exc.dependency, exc.timed_out)
+        exc.task_id = record.task_id  # published: it may run whatever WAIT said
+        raise
+    except ReplicasMissing as missing:
+        raise _replicas_missing(res, record, missing) from None
+
+
+def _replicas_missing(
+    res: ApiResources, record: TaskRecord, missing: ReplicasMissing
+) -> DependencyUnavailable:
+    # On the master, not (yet) on enough replicas: a failover now may or may not keep it.
+    record_submission_error("broker", timed_out=False)
+    exc = DependencyUnavailable(
+        "broker", f"{redact_url(res.settings.broker_url)}: {missing}", maybe_sent=True
+    )
+    exc.task_id = record.task_id
+    return exc
 
 
 def _unknown_or_not_queued(exc: DependencyUnavailable, task_id: str) -> bool:
@@ -178,15 +223,19 @@ async def _record_and_publish(
     """
     settings = res.settings
     started = time.perf_counter()
+    # WAIT (REDIS_WAIT_REPLICAS) may take its whole timeout on top of the script.
+    limit = settings.REDIS_TIMEOUT_SECONDS + combined.wait_timeout_ms / 1000
     try:
         await _guarded(
             "result backend",
             settings.result_backend_url,
-            settings.REDIS_TIMEOUT_SECONDS,
+            limit if combined.wait_replicas else settings.REDIS_TIMEOUT_SECONDS,
             lambda: combined.write(record, settings.RESULT_EXPIRES, commands),
         )
     except ScriptRefused:
         return False
+    except ReplicasMissing as missing:
+        raise _replicas_missing(res, record, missing) from None
     except DependencyUnavailable as exc:
         record_submission_error(exc.dependency, exc.timed_out)
         _unknown_or_not_queued(exc, record.task_id)

@@ -124,6 +124,18 @@ class RecyclingAsynPool(asynpool.AsynPool):  # type: ignore[misc]
         self._discard_tref = discard_and_compact
         self.on_timeout_cancel = lambda result: discard_and_compact(result._job)
 
+    def _track_child_process(self, proc: Any, hub: Any) -> None:
+        # A child whose exit was handled (_untrack_child_process set _sentinel_poll to None)
+        # and that is not reaped yet has nothing left to watch. Stock celery 5.7 passes that
+        # None to hub.add_reader when the consumer re-registers the pool after a broker
+        # reconnect (asynpool.py:578, :606); the ValueError is not among the errors caught at
+        # asynpool.py:226 and the worker exited ("Unrecoverable error: ValueError('file
+        # descriptor is None')", Sentinel partition test: a child was being recycled as the
+        # consumer reconnected). The reaper replaces the child as usual.
+        if getattr(proc, "_sentinel_poll", 0) is None:
+            return
+        super()._track_child_process(proc, hub)
+
     @property
     def timers(self) -> dict[Callable[[], None], float]:
         return {self.maintain_pool: MAINTAIN_POOL_INTERVAL}
