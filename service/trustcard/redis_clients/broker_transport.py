@@ -24,12 +24,17 @@ Upstream fix: kombu should treat OOM on these housekeeping writes as transient.
 from __future__ import annotations
 
 import logging
+from time import monotonic, time
 from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
+from queue import Empty
 from redis.exceptions import OutOfMemoryError
 
+from trustcard.redis_clients.reliable_pop import IDLE_WAIT_KEY, idle_wait_command, pop_command
 from trustcard.redis_clients.write_refusal import (
     SentinelMasterConnection,
     SentinelMasterSSLConnection,
@@ -39,13 +44,24 @@ log = logging.getLogger(__name__)
 
 
 class OutOfMemoryTolerantQoS(kombu_redis.QoS):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Tags whose unacked copy the pop script stored already (reliable_pop).
+        self.recorded_by_pop: set[str] = set()
+
     def append(self, message: Any, delivery_tag: str) -> None:
         """Keep the unacked copy; when Redis is full, run the task without it (logged).
 
-        The message is already popped off the queue (BRPOP): raising here lost it and ended
-        the worker. Without the copy only a crash while it runs loses it; each pop frees
-        memory, so the copies are kept again after the first few pops.
+        The pop script stores the copy itself; only a message it could not record (Redis
+        full, or a message it could not read) is written here, as kombu does. The message
+        is already off the queue: raising here lost it and ended the worker. Without the
+        copy only a crash while it runs loses it; each pop frees memory, so the copies are
+        kept again after the first few pops.
         """
+        if delivery_tag in self.recorded_by_pop:
+            self.recorded_by_pop.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+            return
         try:
             super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
         except OutOfMemoryError:
@@ -71,7 +87,96 @@ class OutOfMemoryTolerantQoS(kombu_redis.QoS):
 
 
 class OutOfMemoryTolerantChannel(kombu_redis.Channel):
+    """kombu's channel with a reliable pop (reliable_pop) and the OOM tolerance above.
+
+    kombu's event loop integration stays: the poller still calls `_brpop_start` to send a
+    command on the consumer connection and `_brpop_read` when its socket is readable. The
+    command is the pop script, or, after an empty pop, an idle wait that consumes nothing.
+    """
+
     QoS = OutOfMemoryTolerantQoS
+    # Seconds an idle consumer waits on the server between two pops (transport option).
+    idle_poll_interval = 0.05
+    from_transport_options = kombu_redis.Channel.from_transport_options + ("idle_poll_interval",)
+    # The command in flight is the idle wait (its reply carries no message).
+    _idle_wait_pending = False
+    # The last pop found every queue empty: wait before the next one.
+    _last_pop_empty = False
+
+    def _prefixed(self, key: str) -> str:
+        return f"{self.global_keyprefix or ''}{key}"
+
+    def _pop_keys(self, queues: list[str]) -> list[str]:
+        """BRPOP's key order: every queue's highest priority first, queues in cycle order."""
+        return [
+            self._prefixed(self._q_for_pri(queue, priority))
+            for priority in self.priority_steps
+            for queue in queues
+        ]
+
+    def _pop(self, queues: list[str]) -> list[Any]:
+        return pop_command(
+            self._pop_keys(queues),
+            self._prefixed(self.unacked_key),
+            self._prefixed(self.unacked_index_key),
+            time(),
+        )
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        if self._last_pop_empty:
+            command = idle_wait_command(self._prefixed(IDLE_WAIT_KEY), self.idle_poll_interval)
+        else:
+            command = self._pop(queues)
+        self._idle_wait_pending = self._last_pop_empty
+        self._last_pop_empty = False
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        self.client.connection.send_command(*command)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        idle_wait, self._idle_wait_pending = self._idle_wait_pending, False
+        try:
+            try:
+                reply = self.client.parse_response(
+                    self.client.connection, "XREAD" if idle_wait else "EVAL", **options
+                )
+            except self.connection_errors:
+                # As kombu: disconnect, so the next iteration reconnects.
+                self.client.connection.disconnect()
+                raise
+            if idle_wait:
+                raise Empty()
+            if not reply:
+                self._last_pop_empty = True
+                raise Empty()
+            dest, payload = self._popped(reply)
+            self._queue_cycle.rotate(dest)
+            self.connection._deliver(payload, dest)
+            return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    def _popped(self, reply: list[Any]) -> tuple[str, Any]:
+        """The queue and the message of a pop's reply; notes a stored unacked copy."""
+        key, item, recorded = reply
+        queue = bytes_to_str(key)[len(self.global_keyprefix or "") :].rsplit(self.sep, 1)[0]
+        payload = loads(bytes_to_str(item))
+        if recorded:
+            self.qos.recorded_by_pop.add(payload["properties"]["delivery_tag"])
+        return queue, payload
+
+    def _get(self, queue: str) -> Any:
+        """kombu's synchronous get (basic_get), through the pop script as well."""
+        with self.conn_or_acquire() as client:
+            reply = client.execute_command(*self._pop([queue]))
+            self._maybe_update_queues_expire(client, queue)
+        if not reply:
+            raise Empty()
+        return self._popped(reply)[1]
 
     def _size(self, queue: str) -> int:
         """kombu's, without MULTI: Redis refuses commands queued in a MULTI when it is full,

@@ -1,0 +1,75 @@
+"""Take a message off a queue and store its unacked copy in one server-side step.
+
+kombu's Redis channel pops with BRPOP and writes the unacked copy afterwards, from the client
+(kombu/transport/redis.py:1459 `_brpop_start`, :1476 `_brpop_read`, then
+virtual/base.py:648 -> redis.py:476 `QoS.append`). A message popped as Redis dies, or whose
+reply the connection loses, is then in neither the queue nor the `unacked` hash: lost
+(docs/upstream-redis-outages.md, section 6).
+
+Here a Lua script pops from the first non-empty key, in kombu's order (priority steps, then
+queues in the channel's round-robin cycle), and writes the `unacked` hash entry and its
+`unacked_index` score in the same script: Redis runs it atomically, logs it to the AOF and
+replicates it as one transaction. Whatever happens to the reply, the message stays in Redis
+and kombu's `restore_visible` puts it back after the visibility timeout. The hash entry is
+kombu's own (`[message, exchange, routing_key]`, the message bytes as published), so acks,
+rejects and restores work unchanged.
+
+A script cannot block, so an idle consumer waits on the server between pops: `XREAD BLOCK`
+on a stream nobody writes to, a read-only command that consumes nothing and answers after
+`idle_poll_interval`. A busy consumer pops back to back, as with BRPOP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# KEYS: the queue keys in pop order, then the unacked hash and the unacked index.
+# ARGV[1]: the index score (the client's time, as kombu's QoS.append writes it).
+# Returns nil, or {key, message, 1 if the unacked copy is stored else 0}.
+POP_AND_RECORD = """
+local unacked, index = KEYS[#KEYS - 1], KEYS[#KEYS]
+for i = 1, #KEYS - 2 do
+  local item = redis.call('RPOP', KEYS[i])
+  if item then
+    -- A message kombu cannot read either: hand it over as BRPOP would (kombu rejects it).
+    local ok, message = pcall(cjson.decode, item)
+    if not ok or type(message) ~= 'table' or type(message['properties']) ~= 'table' then
+      return {KEYS[i], item, 0}
+    end
+    local properties = message['properties']
+    local tag, info = properties['delivery_tag'], properties['delivery_info']
+    if type(tag) ~= 'string' or type(info) ~= 'table' then
+      return {KEYS[i], item, 0}
+    end
+    -- kombu's record, dumps([raw, exchange, routing_key]), around the message's own bytes.
+    local record = '[' .. item .. ',' .. cjson.encode(info['exchange']) .. ','
+      .. cjson.encode(info['routing_key']) .. ']'
+    -- pcall: a refused write (OOM) must not fail the script after its RPOP.
+    local stored = redis.pcall('ZADD', index, ARGV[1], tag)
+    if type(stored) == 'table' and stored['err'] then
+      return {KEYS[i], item, 0}
+    end
+    stored = redis.pcall('HSET', unacked, tag, record)
+    if type(stored) == 'table' and stored['err'] then
+      redis.pcall('ZREM', index, tag)
+      return {KEYS[i], item, 0}
+    end
+    return {KEYS[i], item, 1}
+  end
+end
+return false
+"""
+
+# The idle wait's stream: never written, so XREAD ... $ waits its whole BLOCK time.
+IDLE_WAIT_KEY = "_trustcard.idle_wait"
+
+
+def pop_command(queue_keys: list[str], unacked_key: str, index_key: str, now: float) -> list[Any]:
+    """The EVAL command (name and arguments) of one pop."""
+    keys = [*queue_keys, unacked_key, index_key]
+    return ["EVAL", POP_AND_RECORD, len(keys), *keys, repr(now)]
+
+
+def idle_wait_command(wait_key: str, seconds: float) -> list[Any]:
+    """A read-only command that answers nil after `seconds` (it consumes nothing)."""
+    return ["XREAD", "BLOCK", max(1, round(seconds * 1000)), "STREAMS", wait_key, "$"]
