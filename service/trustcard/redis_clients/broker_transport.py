@@ -24,6 +24,7 @@ Upstream fix: kombu should treat OOM on these housekeeping writes as transient.
 from __future__ import annotations
 
 import logging
+from queue import Empty
 from time import monotonic, time
 from typing import Any
 
@@ -31,7 +32,6 @@ from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
-from queue import Empty
 from redis.exceptions import OutOfMemoryError
 
 from trustcard.redis_clients.reliable_pop import IDLE_WAIT_KEY, idle_wait_command, pop_command
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 class OutOfMemoryTolerantQoS(kombu_redis.QoS):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         # Tags whose unacked copy the pop script stored already (reliable_pop).
         self.recorded_by_pop: set[str] = set()
 
@@ -95,9 +95,10 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
     """
 
     QoS = OutOfMemoryTolerantQoS
-    # Seconds an idle consumer waits on the server between two pops (transport option).
+    # Seconds an idle consumer waits on the server between two pops: the added latency of a
+    # task sent to an idle worker (half of it on average), against 20 pops a second per idle
+    # worker (docs/upstream-redis-outages.md, section 6, has the measured cost).
     idle_poll_interval = 0.05
-    from_transport_options = kombu_redis.Channel.from_transport_options + ("idle_poll_interval",)
     # The command in flight is the idle wait (its reply carries no message).
     _idle_wait_pending = False
     # The last pop found every queue empty: wait before the next one.
@@ -109,7 +110,7 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
     def _pop_keys(self, queues: list[str]) -> list[str]:
         """BRPOP's key order: every queue's highest priority first, queues in cycle order."""
         return [
-            self._prefixed(self._q_for_pri(queue, priority))
+            self._prefixed(self._q_for_pri(queue, priority))  # type: ignore[no-untyped-call]
             for priority in self.priority_steps
             for queue in queues
         ]
@@ -133,7 +134,7 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
         self._idle_wait_pending = self._last_pop_empty
         self._last_pop_empty = False
         self._in_poll = self.client.connection
-        self._brpop_sent_at = monotonic()
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         self.client.connection.send_command(*command)
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -157,23 +158,24 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
             self.connection._deliver(payload, dest)
             return True
         finally:
-            self._in_poll = None
-            self._flush_brpop_reauth()
+            self._in_poll = None  # type: ignore[assignment]
+            self._flush_brpop_reauth()  # type: ignore[no-untyped-call]
 
     def _popped(self, reply: list[Any]) -> tuple[str, Any]:
         """The queue and the message of a pop's reply; notes a stored unacked copy."""
         key, item, recorded = reply
-        queue = bytes_to_str(key)[len(self.global_keyprefix or "") :].rsplit(self.sep, 1)[0]
-        payload = loads(bytes_to_str(item))
+        name: str = bytes_to_str(key)  # type: ignore[no-untyped-call]
+        queue = name[len(self.global_keyprefix or "") :].rsplit(self.sep, 1)[0]
+        payload = loads(bytes_to_str(item))  # type: ignore[no-untyped-call]
         if recorded:
             self.qos.recorded_by_pop.add(payload["properties"]["delivery_tag"])
         return queue, payload
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
         """kombu's synchronous get (basic_get), through the pop script as well."""
         with self.conn_or_acquire() as client:
             reply = client.execute_command(*self._pop([queue]))
-            self._maybe_update_queues_expire(client, queue)
+            self._maybe_update_queues_expire(client, queue)  # type: ignore[no-untyped-call]
         if not reply:
             raise Empty()
         return self._popped(reply)[1]
