@@ -1,0 +1,83 @@
+"""A message whose pop reply is lost as Redis dies is delivered again (issue 14, the BRPOP
+window of docs/upstream-redis-outages.md, section 6).
+
+A proxy between the worker's broker connection and Redis forwards the worker's pop but loses
+the reply carrying the message (tests/reply_dropping_proxy.py); then Redis is SIGKILLed
+(append-only file, `appendfsync always`) and restarted. With kombu's BRPOP the message was
+popped (in the AOF) and never stored as unacked: gone, the task stayed `pending` forever. With
+our pop script (trustcard.redis_clients.reliable_pop) the pop and the unacked copy are one
+step, so the copy survives the restart and comes back after the visibility timeout.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults import (
+    SHORT_LIMITS,
+    VISIBILITY_TIMEOUT,
+    Worker,
+    broker,
+    deliveries,
+    start_worker,
+    stop_quietly,
+    successes,
+    unacked_count,
+    wait_all,
+    worker_less_stack,
+)
+from tests.reply_dropping_proxy import ReplyDroppingProxy
+from tests.stack import ServiceStack, submit, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+TASK = "test.add"
+# Restored by the next 10 s restore tick once the visibility timeout has passed.
+REDELIVERY_BOUND = VISIBILITY_TIMEOUT + 10 + 15
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[ServiceStack]:
+    with worker_less_stack(tmp_path, SHORT_LIMITS) as stack:
+        yield stack
+
+
+def test_message_whose_pop_reply_is_lost_as_redis_dies_runs(stack: ServiceStack) -> None:
+    assert stack.redis is not None
+    assert stack.redis.process is not None
+    with broker(stack) as client:
+        # Every write reaches the disk before its reply leaves: what the kill finds is what
+        # Redis did.
+        client.config_set("appendfsync", "always")
+    proxy = ReplyDroppingProxy(stack.redis.port).start()
+    worker: Worker | None = None
+    try:
+        # Only the worker's broker traffic goes through the proxy.
+        worker = start_worker(stack, "worker", env={"REDIS_URL": proxy.url(0)})
+        with stack.client() as api:
+            proxy.arm(TASK.encode())
+            task_id = submit(api, "/tasks/test/add", x=20, y=22)
+            wait_until(lambda: proxy.dropped == 1, 20, interval=0.05, what="the pop's reply")
+            stack.redis.process.send_signal(signal.SIGKILL)
+            stack.redis.process.wait(10)
+            time.sleep(1)
+            stack.redis.start()
+            started = time.monotonic()
+            body = wait_all(api, [task_id], {"completed"}, REDELIVERY_BOUND, "the redelivery")
+            redelivered_after = time.monotonic() - started
+        print(f"\nreliable pop: redelivered and completed {redelivered_after:.1f} s after restart")
+        assert body[task_id]["result"] == 42
+        log = worker.log()
+        # Ran once: the lost reply was never a delivery, the restored copy is the only one.
+        assert deliveries([log], TASK)[task_id] == 1, log[-3000:]
+        assert successes([log], TASK)[task_id] == 1
+        assert "Unrecoverable error" not in log
+        wait_until(lambda: unacked_count(stack) == 0, 10, what="the ack")
+    finally:
+        stop_quietly(worker)
+        proxy.close()
