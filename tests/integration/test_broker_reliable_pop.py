@@ -6,7 +6,9 @@ the reply carrying the message (tests/reply_dropping_proxy.py); then Redis is SI
 (append-only file, `appendfsync always`) and restarted. With kombu's BRPOP the message was
 popped (in the AOF) and never stored as unacked: gone, the task stayed `pending` forever. With
 our pop script (trustcard.redis_clients.reliable_pop) the pop and the unacked copy are one
-step, so the copy survives the restart and comes back after the visibility timeout.
+step, so the copy survives the restart. The worker, reconnected, finds the pop's receipt and
+puts the message back at once; a worker killed with Redis leaves it to the visibility timeout,
+after which a new worker runs it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tests.faults import (
     Worker,
     broker,
     deliveries,
+    kill_group,
     start_worker,
     stop_quietly,
     successes,
@@ -47,7 +50,10 @@ def stack(tmp_path: Path) -> Iterator[ServiceStack]:
         yield stack
 
 
-def test_message_whose_pop_reply_is_lost_as_redis_dies_runs(stack: ServiceStack) -> None:
+@pytest.mark.parametrize("worker_dies_too", [False, True], ids=["worker survives", "worker killed"])
+def test_message_whose_pop_reply_is_lost_as_redis_dies_runs(
+    stack: ServiceStack, worker_dies_too: bool
+) -> None:
     assert stack.redis is not None
     assert stack.redis.process is not None
     with broker(stack) as client:
@@ -56,6 +62,7 @@ def test_message_whose_pop_reply_is_lost_as_redis_dies_runs(stack: ServiceStack)
         client.config_set("appendfsync", "always")
     proxy = ReplyDroppingProxy(stack.redis.port).start()
     worker: Worker | None = None
+    first: Worker | None = None
     try:
         # Only the worker's broker traffic goes through the proxy.
         worker = start_worker(stack, "worker", env={"REDIS_URL": proxy.url(0)})
@@ -65,13 +72,22 @@ def test_message_whose_pop_reply_is_lost_as_redis_dies_runs(stack: ServiceStack)
             wait_until(lambda: proxy.dropped == 1, 20, interval=0.05, what="the pop's reply")
             stack.redis.process.send_signal(signal.SIGKILL)
             stack.redis.process.wait(10)
+            if worker_dies_too:
+                first, worker = worker, None
+                kill_group(first.proc)
             time.sleep(1)
             stack.redis.start()
             started = time.monotonic()
+            if worker_dies_too:
+                worker = start_worker(stack, "second")
             body = wait_all(api, [task_id], {"completed"}, REDELIVERY_BOUND, "the redelivery")
             redelivered_after = time.monotonic() - started
         print(f"\nreliable pop: redelivered and completed {redelivered_after:.1f} s after restart")
         assert body[task_id]["result"] == 42
+        if not worker_dies_too:
+            # From the receipt on reconnect, not after the visibility timeout.
+            assert redelivered_after < VISIBILITY_TIMEOUT, redelivered_after
+            assert "goes back to its queue" in worker.log()
         log = worker.log()
         # Ran once: the lost reply was never a delivery, the restored copy is the only one.
         assert deliveries([log], TASK)[task_id] == 1, log[-3000:]
@@ -79,5 +95,5 @@ def test_message_whose_pop_reply_is_lost_as_redis_dies_runs(stack: ServiceStack)
         assert "Unrecoverable error" not in log
         wait_until(lambda: unacked_count(stack) == 0, 10, what="the ack")
     finally:
-        stop_quietly(worker)
+        stop_quietly(worker, first)
         proxy.close()

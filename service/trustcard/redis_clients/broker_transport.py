@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import logging
 from queue import Empty
-from time import monotonic, time
+from time import monotonic
 from typing import Any
+from uuid import uuid4
 
 from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
@@ -34,7 +35,16 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 from redis.exceptions import OutOfMemoryError
 
-from trustcard.redis_clients.reliable_pop import IDLE_WAIT_KEY, idle_wait_command, pop_command
+from trustcard.redis_clients.reliable_pop import (
+    IDLE_WAIT_KEY,
+    LOST_POPS,
+    RECEIPT_KEY_PREFIX,
+    Pop,
+    PopAttempt,
+    idle_wait_command,
+    pop,
+    popped_tag,
+)
 from trustcard.redis_clients.write_refusal import (
     SentinelMasterConnection,
     SentinelMasterSSLConnection,
@@ -103,6 +113,9 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
     _idle_wait_pending = False
     # The last pop found every queue empty: wait before the next one.
     _last_pop_empty = False
+    # The pop sent and not answered yet.
+    _pop_in_flight: PopAttempt | None = None
+    _receipt_key: str | None = None
 
     def _prefixed(self, key: str) -> str:
         return f"{self.global_keyprefix or ''}{key}"
@@ -115,22 +128,51 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
             for queue in queues
         ]
 
-    def _pop(self, queues: list[str]) -> list[Any]:
-        return pop_command(
+    def _pop(self, queues: list[str]) -> Pop:
+        if self._receipt_key is None:
+            self._receipt_key = self._prefixed(f"{RECEIPT_KEY_PREFIX}{uuid4().hex}")
+        return pop(
             self._pop_keys(queues),
             self._prefixed(self.unacked_key),
             self._prefixed(self.unacked_index_key),
-            time(),
+            self._receipt_key,
+            float(self.visibility_timeout),
         )
 
+    def _resolve_lost_pops(self) -> None:
+        """Put back at once what a pop whose reply was lost took (else: visibility timeout)."""
+        try:
+            with self.conn_or_acquire() as client:
+                while LOST_POPS:
+                    attempt = LOST_POPS[0]
+                    tag = popped_tag(client.execute_command("GET", attempt.receipt_key), attempt)
+                    if tag is not None:
+                        log.warning(
+                            "the reply to a pop was lost with its connection: "
+                            "message %s goes back to its queue",
+                            tag,
+                        )
+                        self.qos.restore_by_tag(tag, client)
+                    LOST_POPS.popleft()
+        except self.connection_errors:
+            log.debug("lost pops not resolved yet (connection error); retried", exc_info=True)
+
     def _brpop_start(self, timeout: float | None = None) -> None:
+        if self._pop_in_flight is not None:
+            # Sent and never read: its connection was dropped (a health check, a disconnect).
+            LOST_POPS.append(self._pop_in_flight)
+            self._pop_in_flight = None
+        if LOST_POPS:
+            self._resolve_lost_pops()
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
         if self._last_pop_empty:
             command = idle_wait_command(self._prefixed(IDLE_WAIT_KEY), self.idle_poll_interval)
         else:
-            command = self._pop(queues)
+            next_pop = self._pop(queues)
+            command = next_pop.command
+            self._pop_in_flight = next_pop.attempt
         self._idle_wait_pending = self._last_pop_empty
         self._last_pop_empty = False
         self._in_poll = self.client.connection
@@ -139,12 +181,15 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
 
     def _brpop_read(self, **options: Any) -> bool:
         idle_wait, self._idle_wait_pending = self._idle_wait_pending, False
+        attempt, self._pop_in_flight = self._pop_in_flight, None
         try:
             try:
                 reply = self.client.parse_response(
                     self.client.connection, "XREAD" if idle_wait else "EVAL", **options
                 )
             except self.connection_errors:
+                if attempt is not None:
+                    LOST_POPS.append(attempt)
                 # As kombu: disconnect, so the next iteration reconnects.
                 self.client.connection.disconnect()
                 raise
@@ -171,10 +216,17 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
             self.qos.recorded_by_pop.add(payload["properties"]["delivery_tag"])
         return queue, payload
 
+    def close(self) -> None:
+        super().close()  # type: ignore[no-untyped-call]
+        if self._pop_in_flight is not None:
+            # Closed with a pop unanswered (its connection went first): another channel asks.
+            LOST_POPS.append(self._pop_in_flight)
+            self._pop_in_flight = None
+
     def _get(self, queue: str, timeout: float | None = None) -> Any:
         """kombu's synchronous get (basic_get), through the pop script as well."""
         with self.conn_or_acquire() as client:
-            reply = client.execute_command(*self._pop([queue]))
+            reply = client.execute_command(*self._pop([queue]).command)
             self._maybe_update_queues_expire(client, queue)  # type: ignore[no-untyped-call]
         if not reply:
             raise Empty()

@@ -14,6 +14,11 @@ and kombu's `restore_visible` puts it back after the visibility timeout. The has
 kombu's own (`[message, exchange, routing_key]`, the message bytes as published), so acks,
 rejects and restores work unchanged.
 
+The script also leaves a receipt, `<attempt id> <delivery tag>` in a key of the consuming
+channel (expiring with the visibility timeout). When a pop's reply is lost with the connection,
+the worker asks, once reconnected, whether that attempt popped a message, and if so puts it back
+at once (`resolve_lost_pops`), instead of leaving it to the visibility timeout.
+
 A script cannot block, so an idle consumer waits on the server between pops: `XREAD BLOCK`
 on a stream nobody writes to, a read-only command that consumes nothing and answers after
 `idle_poll_interval`. A busy consumer pops back to back, as with BRPOP.
@@ -21,14 +26,19 @@ on a stream nobody writes to, a read-only command that consumes nothing and answ
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass
+from time import time
 from typing import Any
+from uuid import uuid4
 
-# KEYS: the queue keys in pop order, then the unacked hash and the unacked index.
-# ARGV[1]: the index score (the client's time, as kombu's QoS.append writes it).
+# KEYS: the queue keys in pop order, then the unacked hash, the unacked index, the receipt.
+# ARGV: the index score (the client's time, as kombu's QoS.append writes it), the attempt id,
+# the receipt's time to live in ms.
 # Returns nil, or {key, message, 1 if the unacked copy is stored else 0}.
 POP_AND_RECORD = """
-local unacked, index = KEYS[#KEYS - 1], KEYS[#KEYS]
-for i = 1, #KEYS - 2 do
+local unacked, index, receipt = KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
+for i = 1, #KEYS - 3 do
   local item = redis.call('RPOP', KEYS[i])
   if item then
     -- A message kombu cannot read either: hand it over as BRPOP would (kombu rejects it).
@@ -54,6 +64,7 @@ for i = 1, #KEYS - 2 do
       redis.pcall('ZREM', index, tag)
       return {KEYS[i], item, 0}
     end
+    redis.pcall('SET', receipt, ARGV[2] .. ' ' .. tag, 'PX', ARGV[3])
     return {KEYS[i], item, 1}
   end
 end
@@ -62,12 +73,55 @@ return false
 
 # The idle wait's stream: never written, so XREAD ... $ waits its whole BLOCK time.
 IDLE_WAIT_KEY = "_trustcard.idle_wait"
+# One per consuming channel (a uuid follows): the last pop's attempt id and delivery tag.
+RECEIPT_KEY_PREFIX = "_trustcard.pop_receipt."
 
 
-def pop_command(queue_keys: list[str], unacked_key: str, index_key: str, now: float) -> list[Any]:
-    """The EVAL command (name and arguments) of one pop."""
-    keys = [*queue_keys, unacked_key, index_key]
-    return ["EVAL", POP_AND_RECORD, len(keys), *keys, repr(now)]
+@dataclass(frozen=True)
+class PopAttempt:
+    """A pop sent on a connection: its receipt key (as sent, prefix included) and its id."""
+
+    receipt_key: str
+    attempt_id: str
+
+
+# Pops whose reply was lost with their connection, in this process; any channel resolves them
+# (Celery replaces the channels on a reconnect).
+LOST_POPS: deque[PopAttempt] = deque()
+
+
+@dataclass(frozen=True)
+class Pop:
+    """One pop: the command to send and the attempt it is."""
+
+    command: list[Any]
+    attempt: PopAttempt
+
+
+def pop(
+    queue_keys: list[str],
+    unacked_key: str,
+    index_key: str,
+    receipt_key: str,
+    receipt_ttl_seconds: float,
+) -> Pop:
+    """The EVAL command (name and arguments) of one pop, under a fresh attempt id."""
+    attempt = PopAttempt(receipt_key, uuid4().hex)
+    keys = [*queue_keys, unacked_key, index_key, receipt_key]
+    ttl_ms = max(1000, round(receipt_ttl_seconds * 1000))
+    return Pop(
+        ["EVAL", POP_AND_RECORD, len(keys), *keys, repr(time()), attempt.attempt_id, ttl_ms],
+        attempt,
+    )
+
+
+def popped_tag(receipt: bytes | str | None, attempt: PopAttempt) -> str | None:
+    """The delivery tag that `attempt` popped, per its receipt; None if it popped nothing."""
+    if receipt is None:
+        return None
+    text = receipt.decode() if isinstance(receipt, bytes) else receipt
+    attempt_id, _, tag = text.partition(" ")
+    return tag if attempt_id == attempt.attempt_id and tag else None
 
 
 def idle_wait_command(wait_key: str, seconds: float) -> list[Any]:
