@@ -84,6 +84,7 @@ def test_message_whose_pop_reply_is_lost_as_redis_dies_runs(
             redelivered_after = time.monotonic() - started
         print(f"\nreliable pop: redelivered and completed {redelivered_after:.1f} s after restart")
         assert body[task_id]["result"] == 42
+        assert worker is not None
         if not worker_dies_too:
             # From the receipt on reconnect, not after the visibility timeout.
             assert redelivered_after < VISIBILITY_TIMEOUT, redelivered_after
