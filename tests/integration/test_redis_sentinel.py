@@ -477,12 +477,11 @@ def _run_failover(
             assert body["dependency"] in ("broker", "result backend"), body
             assert "unavailable" in body["detail"], body
         assert window < failover_seconds + 15, (window, failover_seconds)
-        # Every 202'd task ran and succeeded; the worker survived without a restart. One
-        # exception, with its cause: kombu's BRPOP window (docs/upstream-redis-outages.md,
-        # section 6; not fixed): the message a consumer popped as the master died is gone
-        # before its unacked copy is written, so that one task stays `pending`. A kill can
-        # take at most the one BRPOP in flight; a planned switch none.
-        brpop_window = 1 if fault == "kill" else 0
+        # Every 202'd task ran and succeeded; the worker survived without a restart. kombu's
+        # BRPOP window (docs/upstream-redis-outages.md, section 6) lost the message popped as
+        # the master died (999 of 1,000 once); our pop script stores its unacked copy in the
+        # same step, so a kill takes none.
+        brpop_window = 0
         assert statuses["completed"] >= len(burst.accepted) - brpop_window, statuses
         assert statuses["completed"] + statuses["pending"] == len(burst.accepted), statuses
         assert len(lost) <= brpop_window, lost[:5]
