@@ -17,8 +17,11 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
+from kombu.connection import Connection
 
 from tests.faults import (
     SHORT_LIMITS,
@@ -36,6 +39,8 @@ from tests.faults import (
 )
 from tests.reply_dropping_proxy import ReplyDroppingProxy
 from tests.stack import ServiceStack, submit, wait_until
+from trustcard.local.redis_server import RedisServer
+from trustcard.redis_clients.broker_transport import TRANSPORT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -98,3 +103,40 @@ def test_message_whose_pop_reply_is_lost_as_redis_dies_runs(
     finally:
         stop_quietly(worker, first)
         proxy.close()
+
+
+@pytest.mark.timeout(60)
+def test_only_acked_consumers_get_an_unacked_copy(tmp_path: Path) -> None:
+    """As kombu: a no_ack consumer (a control reply queue) leaves no copy nobody would ack."""
+    server = RedisServer(data_dir=tmp_path / "redis", appendonly=False).start()
+    try:
+        client = redis.Redis.from_url(server.url(0))
+        with Connection(server.url(0), transport=TRANSPORT) as conn:  # type: ignore[no-untyped-call]
+            channel = conn.channel()
+            for queue in ("tasks", "replies"):
+                channel.queue_declare(queue)
+                for n in range(2):
+                    message = channel.prepare_message(f"message {n}")
+                    channel.basic_publish(message, "", queue)
+            got: list[Any] = []
+            channel.basic_consume("replies", True, got.append, "no-ack")
+            channel.basic_consume("tasks", False, got.append, "ack")
+            while len(got) < 4:
+                conn.drain_events(timeout=5)
+            # The acked queue's two messages have their copy, the no_ack queue's none.
+            assert {m.delivery_info["routing_key"] for m in got} == {"tasks", "replies"}
+            assert client.hlen("unacked") == 2
+            for message in got:
+                if message.delivery_info["routing_key"] == "tasks":
+                    message.ack()
+            assert client.hlen("unacked") == 0
+            for queue in ("tasks", "replies"):
+                channel.basic_publish(channel.prepare_message("one more"), "", queue)
+            assert channel.basic_get("replies", no_ack=True) is not None
+            assert client.hlen("unacked") == 0
+            fetched = channel.basic_get("tasks")
+            assert client.hlen("unacked") == 1
+            fetched.ack()
+            assert client.hlen("unacked") == 0
+    finally:
+        server.stop()

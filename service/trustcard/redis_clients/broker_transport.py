@@ -117,22 +117,49 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
     _pop_in_flight: PopAttempt | None = None
     _receipt_key: str | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Queues consumed with no_ack (e.g. a control reply queue): no unacked copy, as kombu.
+        self._no_ack_queues: set[str] = set()
+        # Whether the running basic_get stores an unacked copy.
+        self._get_records = True
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def basic_consume(
+        self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any
+    ) -> Any:
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        else:
+            self._no_ack_queues.discard(queue)
+        return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)  # type: ignore[no-untyped-call]
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        self._get_records = not no_ack
+        try:
+            return super().basic_get(queue, no_ack, **kwargs)  # type: ignore[no-untyped-call]
+        finally:
+            self._get_records = True
+
     def _prefixed(self, key: str) -> str:
         return f"{self.global_keyprefix or ''}{key}"
 
-    def _pop_keys(self, queues: list[str]) -> list[str]:
-        """BRPOP's key order: every queue's highest priority first, queues in cycle order."""
+    def _pop_keys(self, queues: list[str], record: bool = True) -> list[tuple[str, bool]]:
+        """BRPOP's key order (every queue's highest priority first, queues in cycle order),
+        each with whether its messages get an unacked copy."""
         return [
-            self._prefixed(self._q_for_pri(queue, priority))  # type: ignore[no-untyped-call]
+            (
+                self._prefixed(self._q_for_pri(queue, priority)),  # type: ignore[no-untyped-call]
+                record and queue not in self._no_ack_queues,
+            )
             for priority in self.priority_steps
             for queue in queues
         ]
 
-    def _pop(self, queues: list[str]) -> Pop:
+    def _pop(self, queues: list[str], record: bool = True) -> Pop:
         if self._receipt_key is None:
             self._receipt_key = self._prefixed(f"{RECEIPT_KEY_PREFIX}{uuid4().hex}")
         return pop(
-            self._pop_keys(queues),
+            self._pop_keys(queues, record),
             self._prefixed(self.unacked_key),
             self._prefixed(self.unacked_index_key),
             self._receipt_key,
@@ -226,7 +253,7 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
     def _get(self, queue: str, timeout: float | None = None) -> Any:
         """kombu's synchronous get (basic_get), through the pop script as well."""
         with self.conn_or_acquire() as client:
-            reply = client.execute_command(*self._pop([queue]).command)
+            reply = client.execute_command(*self._pop([queue], self._get_records).command)
             self._maybe_update_queues_expire(client, queue)  # type: ignore[no-untyped-call]
         if not reply:
             raise Empty()

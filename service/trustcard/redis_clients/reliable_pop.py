@@ -34,12 +34,16 @@ from uuid import uuid4
 
 # KEYS: the queue keys in pop order, then the unacked hash, the unacked index, the receipt.
 # ARGV: the index score (the client's time, as kombu's QoS.append writes it), the attempt id,
-# the receipt's time to live in ms.
+# the receipt's time to live in ms, then per queue key '1' to store the unacked copy or '0'
+# (a no_ack consumer's queue: kombu stores nothing for those, nobody would ack the copy).
 # Returns nil, or {key, message, 1 if the unacked copy is stored else 0}.
 POP_AND_RECORD = """
 local unacked, index, receipt = KEYS[#KEYS - 2], KEYS[#KEYS - 1], KEYS[#KEYS]
 for i = 1, #KEYS - 3 do
   local item = redis.call('RPOP', KEYS[i])
+  if item and ARGV[3 + i] ~= '1' then
+    return {KEYS[i], item, 0}
+  end
   if item then
     -- A message kombu cannot read either: hand it over as BRPOP would (kombu rejects it).
     local ok, message = pcall(cjson.decode, item)
@@ -99,20 +103,22 @@ class Pop:
 
 
 def pop(
-    queue_keys: list[str],
+    queue_keys: list[tuple[str, bool]],
     unacked_key: str,
     index_key: str,
     receipt_key: str,
     receipt_ttl_seconds: float,
 ) -> Pop:
-    """The EVAL command (name and arguments) of one pop, under a fresh attempt id."""
+    """The EVAL command (name and arguments) of one pop, under a fresh attempt id.
+
+    `queue_keys`: each key in pop order, and whether to store the unacked copy of its message.
+    """
     attempt = PopAttempt(receipt_key, uuid4().hex)
-    keys = [*queue_keys, unacked_key, index_key, receipt_key]
+    keys = [key for key, _ in queue_keys] + [unacked_key, index_key, receipt_key]
+    records = ["1" if record else "0" for _, record in queue_keys]
     ttl_ms = max(1000, round(receipt_ttl_seconds * 1000))
-    return Pop(
-        ["EVAL", POP_AND_RECORD, len(keys), *keys, repr(time()), attempt.attempt_id, ttl_ms],
-        attempt,
-    )
+    arguments = [repr(time()), attempt.attempt_id, ttl_ms, *records]
+    return Pop(["EVAL", POP_AND_RECORD, len(keys), *keys, *arguments], attempt)
 
 
 def popped_tag(receipt: bytes | str | None, attempt: PopAttempt) -> str | None:
