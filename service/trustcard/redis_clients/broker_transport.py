@@ -105,9 +105,10 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
     """
 
     QoS = OutOfMemoryTolerantQoS
-    # Seconds an idle consumer waits on the server between two pops: the added latency of a
-    # task sent to an idle worker (half of it on average), against 20 pops a second per idle
-    # worker (docs/upstream-redis-outages.md, section 6, has the measured cost).
+    # Seconds an idle consumer asks the server to wait between two pops. Redis ends blocking
+    # waits on its cron, so at its default hz 10 a wait lasts ~100 ms: ~10 pops a second per
+    # idle worker, and up to ~100 ms more for a task sent to an idle worker
+    # (docs/upstream-redis-outages.md, section 6, has the measured cost).
     idle_poll_interval = 0.05
     # The command in flight is the idle wait (its reply carries no message).
     _idle_wait_pending = False
