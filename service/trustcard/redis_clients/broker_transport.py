@@ -24,12 +24,27 @@ Upstream fix: kombu should treat OOM on these housekeeping writes as transient.
 from __future__ import annotations
 
 import logging
+from queue import Empty
+from time import monotonic
 from typing import Any
+from uuid import uuid4
 
 from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads
 from redis.exceptions import OutOfMemoryError
 
+from trustcard.redis_clients.reliable_pop import (
+    IDLE_WAIT_KEY,
+    LOST_POPS,
+    RECEIPT_KEY_PREFIX,
+    Pop,
+    PopAttempt,
+    idle_wait_command,
+    pop,
+    popped_tag,
+)
 from trustcard.redis_clients.write_refusal import (
     SentinelMasterConnection,
     SentinelMasterSSLConnection,
@@ -39,13 +54,24 @@ log = logging.getLogger(__name__)
 
 
 class OutOfMemoryTolerantQoS(kombu_redis.QoS):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        # Tags whose unacked copy the pop script stored already (reliable_pop).
+        self.recorded_by_pop: set[str] = set()
+
     def append(self, message: Any, delivery_tag: str) -> None:
         """Keep the unacked copy; when Redis is full, run the task without it (logged).
 
-        The message is already popped off the queue (BRPOP): raising here lost it and ended
-        the worker. Without the copy only a crash while it runs loses it; each pop frees
-        memory, so the copies are kept again after the first few pops.
+        The pop script stores the copy itself; only a message it could not record (Redis
+        full, or a message it could not read) is written here, as kombu does. The message
+        is already off the queue: raising here lost it and ended the worker. Without the
+        copy only a crash while it runs loses it; each pop frees memory, so the copies are
+        kept again after the first few pops.
         """
+        if delivery_tag in self.recorded_by_pop:
+            self.recorded_by_pop.discard(delivery_tag)
+            virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+            return
         try:
             super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
         except OutOfMemoryError:
@@ -71,7 +97,168 @@ class OutOfMemoryTolerantQoS(kombu_redis.QoS):
 
 
 class OutOfMemoryTolerantChannel(kombu_redis.Channel):
+    """kombu's channel with a reliable pop (reliable_pop) and the OOM tolerance above.
+
+    kombu's event loop integration stays: the poller still calls `_brpop_start` to send a
+    command on the consumer connection and `_brpop_read` when its socket is readable. The
+    command is the pop script, or, after an empty pop, an idle wait that consumes nothing.
+    """
+
     QoS = OutOfMemoryTolerantQoS
+    # Seconds an idle consumer asks the server to wait between two pops. Redis ends blocking
+    # waits on its cron, so at its default hz 10 a wait lasts ~100 ms: ~10 pops a second per
+    # idle worker, and up to ~100 ms more for a task sent to an idle worker
+    # (docs/upstream-redis-outages.md, section 6, has the measured cost).
+    idle_poll_interval = 0.05
+    # The command in flight is the idle wait (its reply carries no message).
+    _idle_wait_pending = False
+    # The last pop found every queue empty: wait before the next one.
+    _last_pop_empty = False
+    # The pop sent and not answered yet.
+    _pop_in_flight: PopAttempt | None = None
+    _receipt_key: str | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Queues consumed with no_ack (e.g. a control reply queue): no unacked copy, as kombu.
+        self._no_ack_queues: set[str] = set()
+        # Whether the running basic_get stores an unacked copy.
+        self._get_records = True
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def basic_consume(
+        self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any
+    ) -> Any:
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        else:
+            self._no_ack_queues.discard(queue)
+        return super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)  # type: ignore[no-untyped-call]
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        self._get_records = not no_ack
+        try:
+            return super().basic_get(queue, no_ack, **kwargs)  # type: ignore[no-untyped-call]
+        finally:
+            self._get_records = True
+
+    def _prefixed(self, key: str) -> str:
+        return f"{self.global_keyprefix or ''}{key}"
+
+    def _pop_keys(self, queues: list[str], record: bool = True) -> list[tuple[str, bool]]:
+        """BRPOP's key order (every queue's highest priority first, queues in cycle order),
+        each with whether its messages get an unacked copy."""
+        return [
+            (
+                self._prefixed(self._q_for_pri(queue, priority)),  # type: ignore[no-untyped-call]
+                record and queue not in self._no_ack_queues,
+            )
+            for priority in self.priority_steps
+            for queue in queues
+        ]
+
+    def _pop(self, queues: list[str], record: bool = True) -> Pop:
+        if self._receipt_key is None:
+            self._receipt_key = self._prefixed(f"{RECEIPT_KEY_PREFIX}{uuid4().hex}")
+        return pop(
+            self._pop_keys(queues, record),
+            self._prefixed(self.unacked_key),
+            self._prefixed(self.unacked_index_key),
+            self._receipt_key,
+            float(self.visibility_timeout),
+        )
+
+    def _resolve_lost_pops(self) -> None:
+        """Put back at once what a pop whose reply was lost took (else: visibility timeout)."""
+        try:
+            with self.conn_or_acquire() as client:
+                while LOST_POPS:
+                    attempt = LOST_POPS[0]
+                    tag = popped_tag(client.execute_command("GET", attempt.receipt_key), attempt)
+                    if tag is not None:
+                        log.warning(
+                            "the reply to a pop was lost with its connection: "
+                            "message %s goes back to its queue",
+                            tag,
+                        )
+                        self.qos.restore_by_tag(tag, client)
+                    LOST_POPS.popleft()
+        except self.connection_errors:
+            log.debug("lost pops not resolved yet (connection error); retried", exc_info=True)
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        if self._pop_in_flight is not None:
+            # Sent and never read: its connection was dropped (a health check, a disconnect).
+            LOST_POPS.append(self._pop_in_flight)
+            self._pop_in_flight = None
+        if LOST_POPS:
+            self._resolve_lost_pops()
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        if self._last_pop_empty:
+            command = idle_wait_command(self._prefixed(IDLE_WAIT_KEY), self.idle_poll_interval)
+        else:
+            next_pop = self._pop(queues)
+            command = next_pop.command
+            self._pop_in_flight = next_pop.attempt
+        self._idle_wait_pending = self._last_pop_empty
+        self._last_pop_empty = False
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
+        self.client.connection.send_command(*command)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        idle_wait, self._idle_wait_pending = self._idle_wait_pending, False
+        attempt, self._pop_in_flight = self._pop_in_flight, None
+        try:
+            try:
+                reply = self.client.parse_response(
+                    self.client.connection, "XREAD" if idle_wait else "EVAL", **options
+                )
+            except self.connection_errors:
+                if attempt is not None:
+                    LOST_POPS.append(attempt)
+                # As kombu: disconnect, so the next iteration reconnects.
+                self.client.connection.disconnect()
+                raise
+            if idle_wait:
+                raise Empty()
+            if not reply:
+                self._last_pop_empty = True
+                raise Empty()
+            dest, payload = self._popped(reply)
+            self._queue_cycle.rotate(dest)
+            self.connection._deliver(payload, dest)
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            self._flush_brpop_reauth()  # type: ignore[no-untyped-call]
+
+    def _popped(self, reply: list[Any]) -> tuple[str, Any]:
+        """The queue and the message of a pop's reply; notes a stored unacked copy."""
+        key, item, recorded = reply
+        name: str = bytes_to_str(key)  # type: ignore[no-untyped-call]
+        queue = name[len(self.global_keyprefix or "") :].rsplit(self.sep, 1)[0]
+        payload = loads(bytes_to_str(item))  # type: ignore[no-untyped-call]
+        if recorded:
+            self.qos.recorded_by_pop.add(payload["properties"]["delivery_tag"])
+        return queue, payload
+
+    def close(self) -> None:
+        super().close()  # type: ignore[no-untyped-call]
+        if self._pop_in_flight is not None:
+            # Closed with a pop unanswered (its connection went first): another channel asks.
+            LOST_POPS.append(self._pop_in_flight)
+            self._pop_in_flight = None
+
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
+        """kombu's synchronous get (basic_get), through the pop script as well."""
+        with self.conn_or_acquire() as client:
+            reply = client.execute_command(*self._pop([queue], self._get_records).command)
+            self._maybe_update_queues_expire(client, queue)  # type: ignore[no-untyped-call]
+        if not reply:
+            raise Empty()
+        return self._popped(reply)[1]
 
     def _size(self, queue: str) -> int:
         """kombu's, without MULTI: Redis refuses commands queued in a MULTI when it is full,
