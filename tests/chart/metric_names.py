@@ -37,6 +37,8 @@ CONTRACT: dict[str, Metric] = {
         ("trustcard_http_requests_total", ("route", "method", "status")),
         ("trustcard_tasks_submitted_total", TASK),
         ("trustcard_submission_errors_total", ("cause",)),
+        # The worker's main process exports it too (redis_clients/sentinel_watch.py).
+        ("trustcard_redis_master_switches_total", ()),
     ),
     **_metrics(
         "api",
