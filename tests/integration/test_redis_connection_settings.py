@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,28 @@ KEEPALIVE_TIMER = re.compile(
 
 
 def _worker_connections(stack: ServiceStack, worker: Worker) -> list[tuple[int, float | None]]:
-    """(pid, seconds left on the keepalive timer or None) per worker socket to Redis."""
+    """(pid, seconds left on the keepalive timer) per worker socket to Redis.
+
+    A socket shows its keepalive timer only while nothing is in flight (ss then prints the
+    retransmit timer, or none), and the broker's consumer sends a pop every ~100 ms when idle
+    (redis_clients/reliable_pop.py): so sockets are sampled for up to 10 s and each one counts
+    once seen with its keepalive timer; one never seen with it comes back as None."""
+    seen: dict[str, tuple[int, float | None]] = {}
+    deadline = time.monotonic() + 10
+    while True:
+        for key, pid, seconds in _sample_connections(stack, worker):
+            if seen.get(key, (pid, None))[1] is None:
+                seen[key] = (pid, seconds)
+        if seen and all(seconds is not None for _, seconds in seen.values()):
+            break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return list(seen.values())
+
+
+def _sample_connections(stack: ServiceStack, worker: Worker) -> list[tuple[str, int, float | None]]:
+    """(local address, pid, keepalive seconds or None) per worker socket to Redis, one ss run."""
     assert stack.redis is not None
     ss = shutil.which("ss")
     assert ss, "ss (iproute2) is needed to read the worker's socket timers"
@@ -140,7 +162,8 @@ def _worker_connections(stack: ServiceStack, worker: Worker) -> list[tuple[int, 
             parts = {key: int(value or 0) for key, value in timer.groupdict().items()}
             seconds = parts["min"] * 60 + parts["sec"] + parts["ms"] / 1000
         print("worker socket:", line.split("users:")[-1].strip())
-        found.append((int(pid_match[1]), seconds))
+        local = line.split()[2] if len(line.split()) > 2 else line
+        found.append((local, int(pid_match[1]), seconds))
     return found
 
 
