@@ -140,3 +140,56 @@ def test_only_acked_consumers_get_an_unacked_copy(tmp_path: Path) -> None:
             assert client.hlen("unacked") == 0
     finally:
         server.stop()
+
+
+# Long enough that a message left to the visibility timeout is plainly late.
+LONG_VISIBILITY = {**SHORT_LIMITS, "BROKER_VISIBILITY_TIMEOUT": "90"}
+
+
+@pytest.mark.timeout(150)
+def test_prefetched_messages_go_back_once_redis_is_back(tmp_path: Path) -> None:
+    """Messages a worker holds and has not started are put back at once after an outage.
+
+    Celery drops its reserved (prefetched) requests when the broker connection is lost
+    (celery/worker/consumer/consumer.py `on_close`) and kombu restores their messages when it
+    closes the channel (kombu/transport/virtual/base.py `close` -> `restore_unacked_once`),
+    once: with Redis down that restore fails, and the messages waited in `unacked` for the
+    visibility timeout (600 s by default; the task stayed `pending`). Ours retries the restore
+    on the next connection.
+    """
+    with worker_less_stack(tmp_path, LONG_VISIBILITY) as stack:
+        assert stack.redis is not None
+        assert stack.redis.process is not None
+        with broker(stack) as client:
+            client.config_set("appendfsync", "always")
+        # 2 slots and 8 prefetched: the adds wait in the worker behind the two sleeps.
+        worker = start_worker(stack, "worker", env={"WORKER_PREFETCH_MULTIPLIER": "4"})
+        try:
+            with stack.client() as api:
+                sleeps = [submit(api, "/tasks/test/sleep", seconds=3) for _ in range(2)]
+                wait_all(api, sleeps, {"processing"}, 20, "the sleeps to start")
+                adds = [submit(api, "/tasks/test/add", x=i, y=1) for i in range(4)]
+                wait_until(
+                    lambda: deliveries([worker.log()], TASK).total() == len(adds),
+                    20,
+                    interval=0.05,
+                    what="the adds to be prefetched",
+                )
+                assert sum(successes([worker.log()], TASK).values()) == 0
+                stack.redis.process.send_signal(signal.SIGKILL)
+                stack.redis.process.wait(10)
+                time.sleep(2)
+                stack.redis.start()
+                started = time.monotonic()
+                body = wait_all(api, adds + sleeps, {"completed"}, 60, "the prefetched adds")
+                back_after = time.monotonic() - started
+            print(f"\nprefetched messages: completed {back_after:.1f} s after the restart")
+            assert [body[task_id]["result"] for task_id in adds] == [1, 2, 3, 4]
+            # From the restore on reconnect, not after the visibility timeout (90 s).
+            assert back_after < 30, back_after
+            log = worker.log()
+            assert all(count == 1 for count in successes([log], TASK).values()), log[-3000:]
+            assert "Unrecoverable error" not in log
+            wait_until(lambda: unacked_count(stack) == 0, 10, what="the acks")
+        finally:
+            stop_quietly(worker)

@@ -24,6 +24,7 @@ Upstream fix: kombu should treat OOM on these housekeeping writes as transient.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from queue import Empty
 from time import monotonic
 from typing import Any
@@ -33,7 +34,9 @@ from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from trustcard.redis_clients.reliable_pop import (
     IDLE_WAIT_KEY,
@@ -51,6 +54,11 @@ from trustcard.redis_clients.write_refusal import (
 )
 
 log = logging.getLogger(__name__)
+
+# Delivery tags of messages delivered to this process and not started, whose restore failed
+# when their channel closed with the connection lost; the next connected channel restores them.
+OWED_RESTORES: deque[str] = deque()
+_CONNECTION_LOST = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 class OutOfMemoryTolerantQoS(kombu_redis.QoS):
@@ -79,6 +87,31 @@ class OutOfMemoryTolerantQoS(kombu_redis.QoS):
                 "Redis is full (maxmemory): message %s runs without its unacked copy", delivery_tag
             )
             virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
+    def restore_unacked(self, client: Any = None) -> None:
+        """kombu's restore on close, owed to the next connection when this one is lost.
+
+        Celery drops the requests it holds and has not started when the broker connection is
+        lost (celery/worker/consumer/consumer.py `on_close`); kombu puts their messages back
+        when it closes the channel, once (virtual/base.py `close` -> `restore_unacked_once`).
+        With Redis down that restore fails and kombu never tries again: the messages waited
+        in `unacked` for the visibility timeout (600 s by default) while the API said
+        `pending`. Upstream fix: kombu should retry the restore on its next connection.
+        """
+        left = list(self._delivered)
+        try:
+            with self.channel.conn_or_acquire(client) as connected:
+                while left:
+                    self.restore_by_tag(left[0], client=connected)  # type: ignore[no-untyped-call]
+                    left.pop(0)
+        except _CONNECTION_LOST:
+            OWED_RESTORES.extend(tag for tag in left if tag not in OWED_RESTORES)
+            log.warning(
+                "%d delivered message(s) not started go back to their queue once Redis answers",
+                len(left),
+            )
+            raise
+        self._delivered.clear()
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         """kombu's, outside MULTI when it runs on its own: ZREM and HDEL free memory, and
@@ -185,6 +218,18 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
         except self.connection_errors:
             log.debug("lost pops not resolved yet (connection error); retried", exc_info=True)
 
+    def _restore_owed(self) -> None:
+        """Put back the messages a lost connection's channel could not restore on close."""
+        try:
+            with self.conn_or_acquire() as client:
+                while OWED_RESTORES:
+                    tag = OWED_RESTORES[0]
+                    self.qos.restore_by_tag(tag, client)
+                    OWED_RESTORES.popleft()
+                    log.info("message %s (delivered before the loss) is queued again", tag)
+        except self.connection_errors:
+            log.debug("owed restores not done yet (connection error); retried", exc_info=True)
+
     def _brpop_start(self, timeout: float | None = None) -> None:
         if self._pop_in_flight is not None:
             # Sent and never read: its connection was dropped (a health check, a disconnect).
@@ -192,6 +237,8 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
             self._pop_in_flight = None
         if LOST_POPS:
             self._resolve_lost_pops()
+        if OWED_RESTORES:
+            self._restore_owed()
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
