@@ -13,14 +13,17 @@ after which a new worker runs it.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from celery.worker import state
 from kombu.connection import Connection
 
 from tests.faults import (
@@ -40,6 +43,7 @@ from tests.faults import (
 from tests.reply_dropping_proxy import ReplyDroppingProxy
 from tests.stack import ServiceStack, submit, wait_until
 from trustcard.local.redis_server import RedisServer
+from trustcard.redis_clients import broker_transport
 from trustcard.redis_clients.broker_transport import TRANSPORT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -193,3 +197,69 @@ def test_prefetched_messages_go_back_once_redis_is_back(tmp_path: Path) -> None:
             wait_until(lambda: unacked_count(stack) == 0, 10, what="the acks")
         finally:
             stop_quietly(worker)
+
+
+@dataclass(eq=False)
+class _Started:
+    """What `running_delivery_tags` reads of a Celery request that a pool process started."""
+
+    message: Any
+    task: Any = None
+    acknowledged: bool = False
+
+    def __post_init__(self) -> None:
+        self.task = type("Task", (), {"acks_late": True})()
+
+
+@pytest.mark.timeout(60)
+def test_owed_restore_skips_a_message_started_meanwhile(tmp_path: Path) -> None:
+    """The restore a lost connection owes puts back what has not started, nothing else.
+
+    Two messages delivered; Redis dies; closing the channel cannot restore them, so both are
+    owed. Meanwhile the second was handed to a pool process and started (Celery writes a
+    request to a child before the loss and the child accepts it after): its ack will remove
+    it, so the owed restore must leave it, or it would run twice.
+    """
+    server = RedisServer(data_dir=tmp_path / "redis").start()
+    started: _Started | None = None
+    broker_transport.OWED_RESTORES.clear()
+    try:
+        redis.Redis.from_url(server.url(0)).config_set("appendfsync", "always")
+        got: list[Any] = []
+        conn: Any = Connection(server.url(0), transport=TRANSPORT)  # type: ignore[no-untyped-call]
+        channel = conn.channel()
+        channel.queue_declare("tasks")
+        for n in range(2):
+            channel.basic_publish(channel.prepare_message(f"message {n}"), "", "tasks")
+        channel.basic_consume("tasks", False, got.append, "ack")
+        while len(got) < 2:
+            conn.drain_events(timeout=5)
+        tags = [message.delivery_tag for message in got]
+        assert server.process is not None
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(10)
+        with contextlib.suppress(redis.ConnectionError):
+            channel.close()
+        assert list(broker_transport.OWED_RESTORES) == tags
+        started = _Started(got[1])
+        state.active_requests.add(started)
+        server.start()
+        client = redis.Redis.from_url(server.url(0))
+        assert client.hlen("unacked") == 2  # the AOF kept both copies
+        with Connection(server.url(0), transport=TRANSPORT) as again:  # type: ignore[no-untyped-call]
+            consumer = again.channel()
+            consumer.basic_consume("tasks", False, got.append, "ack")
+            with contextlib.suppress(TimeoutError, OSError):
+                for _ in range(3):
+                    again.drain_events(timeout=1)
+        assert not broker_transport.OWED_RESTORES
+        # The first came back and was delivered again; the started one was left for its ack.
+        assert [message.delivery_tag for message in got[2:]] == [tags[0]]
+        assert client.hexists("unacked", tags[1])
+        with contextlib.suppress(Exception):
+            conn.release()
+    finally:
+        if started is not None:
+            state.active_requests.discard(started)
+        broker_transport.OWED_RESTORES.clear()
+        server.stop()

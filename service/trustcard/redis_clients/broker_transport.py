@@ -38,6 +38,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from trustcard.redis_clients.broker_connection import running_delivery_tags
 from trustcard.redis_clients.reliable_pop import (
     IDLE_WAIT_KEY,
     LOST_POPS,
@@ -222,11 +223,15 @@ class OutOfMemoryTolerantChannel(kombu_redis.Channel):
         """Put back the messages a lost connection's channel could not restore on close."""
         try:
             with self.conn_or_acquire() as client:
+                # One handed to a pool process just before the loss has started since: its
+                # ack removes it; queued again, it would run twice.
+                running = running_delivery_tags()
                 while OWED_RESTORES:
                     tag = OWED_RESTORES[0]
-                    self.qos.restore_by_tag(tag, client)
+                    if tag not in running:
+                        self.qos.restore_by_tag(tag, client)
+                        log.info("message %s (delivered before the loss) is queued again", tag)
                     OWED_RESTORES.popleft()
-                    log.info("message %s (delivered before the loss) is queued again", tag)
         except self.connection_errors:
             log.debug("owed restores not done yet (connection error); retried", exc_info=True)
 
