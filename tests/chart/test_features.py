@@ -182,6 +182,25 @@ class TestSecurity:
         assert sorted(components) == ["api", "exporter", "test", "worker"]
         assert one(objects, "NetworkPolicy", "-worker")["spec"]["policyTypes"] == ["Ingress"]
 
+    @pytest.mark.parametrize("architecture", ["standalone", "sentinel"])
+    def test_keda_operator_reaches_redis_only_in_keda_mode(self, architecture: str) -> None:
+        """KEDA's operator reads the queue length from Redis (or asks its Sentinels) itself."""
+        keda_peer = {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
+            "podSelector": {"matchLabels": {"app": "keda-operator"}},
+        }
+        values: dict[str, Any] = {
+            "networkPolicy": {"enabled": True},
+            "redis": {"architecture": architecture},
+        }
+        hpa_mode = one(render_chart(values), "NetworkPolicy", "-redis")["spec"]["ingress"][0]
+        assert keda_peer not in hpa_mode["from"]
+        values["worker"] = {"autoscaling": {"mode": "keda"}}
+        rule = one(render_chart(values), "NetworkPolicy", "-redis")["spec"]["ingress"][0]
+        assert keda_peer in rule["from"]
+        ports = {port["port"] for port in rule["ports"]}
+        assert ports == ({"redis", "sentinel"} if architecture == "sentinel" else {"redis"})
+
 
 class TestExternalRedis:
     def test_no_bundled_redis_and_url_from_the_secret(self) -> None:
