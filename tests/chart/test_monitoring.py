@@ -58,6 +58,7 @@ ALERTS = {
     "apiErrorRatio": "TrustcardApiErrorRatioHigh",
     "analysisExtractionFailureRatio": "TrustcardAnalysisExtractionFailureRatioHigh",
     "redisEvictionPolicy": "TrustcardRedisEvictionPolicyUnsafe",
+    "redisMasterFlapping": "TrustcardRedisMasterFlapping",
 }
 # What tests/chart/promtool/rules-test.yaml was written for (its header says the same).
 PROMTOOL_TEST_DEFAULTS: dict[str, dict[str, float | str]] = {
@@ -70,6 +71,7 @@ PROMTOOL_TEST_DEFAULTS: dict[str, dict[str, float | str]] = {
     "apiErrorRatio": {"threshold": 0.05, "for": "10m"},
     "analysisExtractionFailureRatio": {"threshold": 0.5, "for": "15m"},
     "redisEvictionPolicy": {"for": "5m"},
+    "redisMasterFlapping": {"threshold": 2, "for": "0m"},
 }
 
 
@@ -344,6 +346,7 @@ class TestPrometheusOperatorObjects:
             "TrustcardTaskFailureRatioHigh",
             "TrustcardQueueWaitHigh",
             "TrustcardRedisEvictionPolicyUnsafe",
+            "TrustcardRedisMasterFlapping",
         }
 
     def test_no_alert_group_when_every_alert_is_off(self) -> None:
@@ -393,7 +396,7 @@ class TestRulesWithPromtool:
         rules = _write_rules(rendered_rule_groups(), tmp_path / "trustcard-rules.yaml")
         result = _run_promtool("check", "rules", str(rules))
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "SUCCESS: 24 rules found" in result.stdout
+        assert "SUCCESS: 26 rules found" in result.stdout
 
     def test_promtool_unit_tests_pass(self, tmp_path: Path) -> None:
         _write_rules(rendered_rule_groups(), tmp_path / "trustcard-rules.yaml")
@@ -536,8 +539,11 @@ class TestDashboard:
             "API requests/s by route",
             "API latency p50 / p99 by route",
             "API 5xx ratio",
+            "Redis master switches",
         }
         queries = " ".join(expr for _, expr in dashboard_expressions())
+        # Every process counts the same switch: the most one process followed, not the sum.
+        assert "max by (namespace) (increase(trustcard_redis_master_switches_total" in queries
         assert "deriv(trustcard_queue_depth" in queries
         for quantile in ("0.5", "0.95", "0.99"):
             assert (
